@@ -1,0 +1,3 @@
+from privpoll.cli import main
+
+main()

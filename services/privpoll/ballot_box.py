@@ -1,0 +1,211 @@
+"""The ingest's side of NATS: one event loop thread per worker process, casting envelopes.
+
+Flask request threads hand coroutines to this loop and wait for their result, so one NATS
+connection serves every thread of a worker and many publishes are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import psycopg
+from nats.aio.client import Client
+from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from privpoll import messaging, provision, tokens
+from privpoll.envelope import seal
+from privpoll.noise import Noise
+from privpoll.poll import Phase, Poll
+from privpoll.spec import PollSpec
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+POLL_TTL = 1.0
+RELEASE_FOR = 600
+
+
+class QueueDown(Exception):
+    """NATS cannot take the vote now; the voter should retry later."""
+
+
+class AlreadyVoted(Exception):
+    pass
+
+
+class PollClosed(Exception):
+    pass
+
+
+class BallotBox:
+    def __init__(self, nats_url: str, *, publish_timeout: float = 5.0, replicas: int = 1) -> None:
+        self.nats_url = nats_url
+        self.publish_timeout = publish_timeout
+        self.replicas = replicas
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="privpoll-nats", daemon=True)
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._polls: dict[str, tuple[float, Poll | None]] = {}
+        self._noise: dict[tuple[str, str], Noise] = {}
+        self._voters: dict[str, KeyValue] = {}
+        self._releasing: set[asyncio.Task[None]] = set()
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._ready = asyncio.Event()
+        self._loop.create_task(self._connect())
+        self._loop.run_forever()
+
+    async def _connect(self) -> None:
+        while self._nc is None:
+            try:
+                self._nc = await messaging.connect(
+                    self.nats_url, name="privpoll-ingest", buffer_while_reconnecting=False
+                )
+                self._js = self._nc.jetstream(timeout=self.publish_timeout)
+                self._ready.set()
+            except Exception as error:  # keep trying: NATS may start after us
+                log.warning("cannot reach NATS at %s yet (%s); retrying", self.nats_url, error)
+                await asyncio.sleep(1)
+
+    def call(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the NATS loop and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(timeout or self.publish_timeout * 2 + 5)
+        except concurrent.futures.TimeoutError as error:
+            future.cancel()
+            raise QueueDown("NATS did not answer in time") from error
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def jetstream(self) -> JetStreamContext:
+        """The JetStream context; waits for the first connection, never for a reconnect."""
+        if self._js is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), self.publish_timeout)
+        if self._js is None or not self.connected:
+            raise QueueDown("not connected to NATS")
+        return self._js
+
+    async def poll(self, name: str, *, fresh: bool = False) -> Poll | None:
+        """The poll from the registry, cached for a second."""
+        now = time.monotonic()
+        cached = self._polls.get(name)
+        if cached and not fresh and now - cached[0] < POLL_TTL:
+            return cached[1]
+        try:
+            found = await provision.lookup(await self.jetstream(), name)
+        except (NatsTimeout, ConnectionClosedError, NoRespondersError) as error:
+            if cached:
+                return cached[1]
+            raise QueueDown(str(error)) from error
+        self._polls[name] = (now, found)
+        return found
+
+    async def provision(self, conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
+        stored = await provision.provision(
+            await self.jetstream(), conn, poll, spec, replicas=self.replicas
+        )
+        self.remember(stored)
+        return stored
+
+    async def close(self, conn: psycopg.Connection[Any], name: str) -> Poll | None:
+        closed = await provision.close(await self.jetstream(), conn, name, replicas=self.replicas)
+        if closed is not None:
+            self.remember(closed)
+        return closed
+
+    def remember(self, poll: Poll) -> None:
+        self._polls[poll.name] = (time.monotonic(), poll)
+
+    def _noise_for(self, poll: Poll) -> Noise:
+        key = (poll.name, str(poll.uid))
+        noise = self._noise.get(key)
+        if noise is None:
+            noise = self._noise[key] = Noise(poll.rules)
+        return noise
+
+    async def _voters_bucket(self, poll: Poll) -> KeyValue:
+        bucket = self._voters.get(poll.name)
+        if bucket is None:
+            bucket = self._voters[poll.name] = await (await self.jetstream()).key_value(
+                messaging.voters_bucket(poll.name)
+            )
+        return bucket
+
+    async def cast(self, poll: Poll, voter: str, choice: str) -> None:
+        """Queue one vote durably; returns only after JetStream acked its envelope."""
+        js = await self.jetstream()
+        reservation: tuple[KeyValue, str] | None = None
+        try:
+            if poll.rules.duplicates == "prevent":
+                bucket = await self._voters_bucket(poll)
+                reservation = (bucket, tokens.reservation_key(poll.uid, voter))
+                try:
+                    await bucket.create(reservation[1], b"")
+                except KeyWrongLastSequenceError as error:
+                    reservation = None
+                    raise AlreadyVoted from error
+            envelope = seal(self._noise_for(poll), voter, choice)
+            await js.publish(
+                messaging.subject(poll.name),
+                envelope.encode(),
+                timeout=self.publish_timeout,
+                headers={"Nats-Msg-Id": str(envelope.id)},
+            )
+        except AlreadyVoted:
+            raise
+        except NoRespondersError as error:
+            self._release(reservation)
+            # A closed poll's stream stops listening on the vote subject at once.
+            current = await self.poll(poll.name, fresh=True)
+            if current is None or current.phase() is Phase.CLOSED:
+                raise PollClosed from error
+            raise QueueDown("the poll's stream is not reachable") from error
+        except (
+            NatsTimeout,
+            TimeoutError,
+            ConnectionClosedError,
+            OutboundBufferLimitError,
+            QueueDown,
+        ) as error:
+            self._release(reservation)
+            raise QueueDown(type(error).__name__) from error
+
+    def _release(self, reservation: tuple[KeyValue, str] | None) -> None:
+        """Free, in the background, a reservation whose vote was not queued.
+
+        NATS may be away right now, so the release retries until it is back. If the publish
+        did reach the stream but its ack was lost, the voter may later vote twice; the
+        results then show it (unique voters < total votes).
+        """
+        if reservation is not None:
+            task = asyncio.get_running_loop().create_task(self._free(*reservation))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _free(self, bucket: KeyValue, key: str) -> None:
+        deadline = time.monotonic() + RELEASE_FOR
+        while time.monotonic() < deadline:
+            try:
+                await bucket.delete(key)
+                return
+            except Exception:
+                await asyncio.sleep(0.5)
+        log.warning("gave up releasing a reservation after %ds", RELEASE_FOR)

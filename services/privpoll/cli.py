@@ -1,0 +1,198 @@
+"""The ``privpoll`` command: run the system, manage polls, read results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+import click
+import yaml
+
+from privpoll import messaging
+from privpoll.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _admin_token(settings: Settings) -> str:
+    if settings.admin_token:
+        return settings.admin_token
+    path = settings.data_dir / "secrets.json"
+    if path.exists():
+        return str(json.loads(path.read_text()).get("admin_token", ""))
+    return ""
+
+
+def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> Any:
+    settings = _settings()
+    base = os.environ.get("PRIVPOLL_URL", settings.base_url).rstrip("/")
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    if admin:
+        token = _admin_token(settings)
+        if not token:
+            raise click.ClickException(
+                "no admin token: set PRIVPOLL_ADMIN_TOKEN (privpoll up printed it)"
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{base}{path}", data=data, headers=headers, method=method)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        try:
+            problem = json.loads(error.read())["error"]
+            message = f"{problem['message']} ({error.code} {problem['code']})"
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {error.code}"
+        raise click.ClickException(message) from error
+    except urllib.error.URLError as error:
+        raise click.ClickException(
+            f"cannot reach privpoll at {base} ({error.reason}); is `privpoll up` running?"
+        ) from error
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="log more")
+def main(verbose: bool) -> None:
+    """Reasonably private polling."""
+    level = logging.DEBUG if verbose else getattr(logging, _settings().log_level.upper(), 20)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+def up() -> None:
+    """Start NATS, PostgreSQL, the ingest and the sinks on this machine."""
+    from privpoll.runner import up as run_up
+
+    run_up(_settings())
+
+
+@main.command()
+@click.argument("role", type=click.Choice(messaging.ROLES))
+@click.option("--poll", "polls", multiple=True, help="serve only these polls (default: all)")
+def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
+    """Run the actor or ballot sink."""
+    from privpoll.sinks import Sink
+
+    settings = _settings()
+    if not settings.nats_url or not settings.database_url:
+        raise click.ClickException("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
+    runner = Sink(role, settings.nats_url, settings.database_url, list(polls) or None)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner.run())
+
+
+@main.group()
+def poll() -> None:
+    """Create, list, close polls; hand out invitations."""
+
+
+def _read_poll_file(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise click.ClickException(f"{path} must hold a Poll (a mapping with metadata and spec)")
+    if "metadata" in document:
+        return {"name": (document.get("metadata") or {}).get("name"), "spec": document.get("spec")}
+    return document
+
+
+@poll.command("create")
+@click.option("-f", "--file", "path", type=click.Path(exists=True, path_type=Path), required=True)
+def poll_create(path: Path) -> None:
+    """Create a poll from a Poll YAML file (the same file kubectl applies)."""
+    created = _call("POST", "/api/v1/polls", _read_poll_file(path))
+    click.echo(f"poll {created['name']} created ({created['phase']})")
+
+
+@poll.command("list")
+def poll_list() -> None:
+    for item in _call("GET", "/api/v1/polls"):
+        turnout = item["turnout"]
+        click.echo(
+            f"{item['name']:<24} {item['phase']:<8} {turnout['voters']}/{turnout['eligible']} voted"
+        )
+
+
+@poll.command("invitations")
+@click.argument("name")
+def poll_invitations(name: str) -> None:
+    """Print one invitation link per voter."""
+    for item in _call("GET", f"/api/v1/polls/{name}/invitations"):
+        click.echo(f"{item['voter']}\t{item['url']}")
+
+
+@poll.command("close")
+@click.argument("name")
+def poll_close(name: str) -> None:
+    closed = _call("POST", f"/api/v1/polls/{name}/close")
+    click.echo(f"poll {closed['name']} is {closed['phase']}")
+
+
+@main.command()
+@click.argument("invitation")
+@click.argument("choice")
+def vote(invitation: str, choice: str) -> None:
+    """Vote with an invitation link."""
+    parts = urlsplit(invitation)
+    query = parse_qs(parts.query)
+    name = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    try:
+        body = {"voter": query["voter"][0], "token": query["token"][0], "choice": choice}
+    except KeyError as error:
+        raise click.ClickException(
+            "that is not an invitation link (voter/token missing)"
+        ) from error
+    _call("POST", f"/api/v1/polls/{name}/votes", body, admin=False)
+    click.echo("vote queued")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
+def results(name: str, as_json: bool) -> None:
+    """Show a poll's results: estimates with their 95% intervals."""
+    found = cast(dict[str, Any], _call("GET", f"/api/v1/polls/{name}/results"))
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    votes = found["votes"]
+    click.echo(f"{name}: {found['phase']}")
+    click.echo(f"{'choice':<20} {'estimate':>9}   {'95% interval':<17} {'stored':>7}")
+    for row in found["choices"]:
+        lo, hi = row["ci95"]
+        click.echo(
+            f"{row['choice']:<20} {row['estimate']:>9.1f}   [{lo:>6.1f}, {hi:>6.1f}]  "
+            f"{row['stored']:>7}"
+        )
+    click.echo(
+        f"votes: {votes['total']} from {votes['uniqueVoters']} unique voters; "
+        f"{votes['storedBallots']} ballots stored (real + fake)"
+    )
+    if found.get("epsilon") is not None:
+        click.echo(f"randomized response: epsilon = {found['epsilon']:.2f}")
+    click.echo(
+        "The numbers are estimates: fake ballots are mixed in on purpose so no one can tell who "
+        "voted how; the true count lies in the interval 95% of the time."
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

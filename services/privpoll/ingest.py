@@ -1,0 +1,107 @@
+"""The Flask ingest: an app factory, its per-process services, and JSON error handling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from flask import Flask, Response, current_app, jsonify, request
+from psycopg_pool import ConnectionPool
+from werkzeug.exceptions import HTTPException
+
+from privpoll.ballot_box import BallotBox
+from privpoll.errors import ApiError
+from privpoll.metrics import Metrics
+from privpoll.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """Connections of one worker process, opened on first use, i.e. after gunicorn forks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._box: BallotBox | None = None
+        self._pool: ConnectionPool | None = None
+
+    def _ensure(self) -> None:
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._box = BallotBox(
+                        self.settings.nats_url,
+                        publish_timeout=self.settings.publish_timeout,
+                        replicas=self.settings.stream_replicas,
+                    )
+                    self._pool = ConnectionPool(
+                        self.settings.database_url,
+                        min_size=1,
+                        max_size=8,
+                        kwargs={"autocommit": True},
+                        timeout=5,
+                        open=True,
+                        name="privpoll-ingest",
+                    )
+                    self._pid = os.getpid()
+
+    @property
+    def box(self) -> BallotBox:
+        self._ensure()
+        assert self._box is not None
+        return self._box
+
+    @property
+    def pool(self) -> ConnectionPool:
+        self._ensure()
+        assert self._pool is not None
+        return self._pool
+
+
+def services() -> Services:
+    found: Services = current_app.extensions["privpoll"]
+    return found
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    if not settings.nats_url or not settings.database_url:
+        raise RuntimeError("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL (privpoll up does)")
+    if not settings.admin_token or not settings.secret:
+        raise RuntimeError("set PRIVPOLL_ADMIN_TOKEN and PRIVPOLL_SECRET (privpoll up does)")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 8 << 20
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["privpoll"] = Services(settings)
+
+    from privpoll.api import api
+
+    app.register_blueprint(api)
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
+        services().metrics.count("privpoll_api_errors_total", code=error.code)
+        return jsonify(error.body()), error.status, error.headers
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> tuple[Response, int]:
+        code = (error.name or "error").lower().replace(" ", "_")
+        message = error.description or error.name
+        if error.code == 413:
+            message = "request body is too large"
+        return jsonify({"error": {"code": code, "message": message}}), error.code or 500
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> tuple[Response, int]:
+        log.error("unexpected %s on %s %s", type(error).__name__, request.method, request.path)
+        body: dict[str, Any] = {
+            "error": {"code": "internal", "message": "internal error; the server log has more"}
+        }
+        return jsonify(body), 500
+
+    return app

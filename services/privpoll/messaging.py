@@ -1,0 +1,50 @@
+"""The one place that knows NATS names: streams, subjects, consumers and KV buckets."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import nats
+from nats.aio.client import Client
+
+Role = Literal["actors", "ballots"]
+ROLES: tuple[Role, Role] = ("actors", "ballots")
+REGISTRY_BUCKET = "privpoll-polls"
+
+
+def stream(poll: str) -> str:
+    return f"privpoll-{poll}"
+
+
+def subject(poll: str) -> str:
+    return f"privpoll.votes.{poll}"
+
+
+def closed(poll: str) -> str:
+    """Where a closed poll's stream listens instead: publishing a vote finds no stream."""
+    return f"privpoll.closed.{poll}"
+
+
+def consumer(role: Role) -> str:
+    return role
+
+
+def voters_bucket(poll: str) -> str:
+    return f"privpoll-voters-{poll}"
+
+
+async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True) -> Client:
+    """A connection that keeps trying to reconnect for as long as the process lives.
+
+    Without buffering, a publish while NATS is away fails at once instead of being sent
+    (perhaps much later) after the reconnect: the ingest must answer 503, not guess.
+    """
+    return await nats.connect(
+        url,
+        name=name,
+        pending_size=2 * 1024 * 1024 if buffer_while_reconnecting else 0,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+        allow_reconnect=True,
+    )

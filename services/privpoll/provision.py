@@ -1,0 +1,132 @@
+"""Provisioning a poll: its stream, consumers, KV buckets and database rows. Idempotent.
+
+Shared by the local runner (``privpoll up`` and the HTTP API) and the Kubernetes operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import psycopg
+from nats.js import JetStreamContext, api
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from privpoll import messaging, storage
+from privpoll.poll import Poll
+from privpoll.spec import PollSpec
+
+log = logging.getLogger(__name__)
+
+DEDUP_WINDOW = 120.0
+# How long a sink may hold a message before JetStream redelivers it; sinks send in-progress
+# acks well within it while a batch waits for enough envelopes to mix.
+ACK_WAIT = 60.0
+MAX_ACK_PENDING = 50_000
+
+
+def stream_config(poll: Poll, *, replicas: int = 1) -> api.StreamConfig:
+    subject = messaging.subject(poll.name) if not poll.closed else messaging.closed(poll.name)
+    return api.StreamConfig(
+        name=messaging.stream(poll.name),
+        subjects=[subject],
+        retention=api.RetentionPolicy.INTEREST,
+        storage=api.StorageType.FILE,
+        duplicate_window=DEDUP_WINDOW,
+        num_replicas=replicas,
+        max_msg_size=1 << 20,
+    )
+
+
+def consumer_config(role: messaging.Role) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=messaging.consumer(role),
+        ack_policy=api.AckPolicy.EXPLICIT,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_wait=ACK_WAIT,
+        max_ack_pending=MAX_ACK_PENDING,
+        max_waiting=512,
+    )
+
+
+async def registry(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+    try:
+        return await js.key_value(messaging.REGISTRY_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(
+            bucket=messaging.REGISTRY_BUCKET, history=1, replicas=replicas
+        )
+
+
+async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> None:
+    """Stream, both durable consumers, the voters bucket and the registry entry."""
+    config = stream_config(poll, replicas=replicas)
+    try:
+        await js.stream_info(config.name or "")
+        await js.update_stream(config)
+    except NotFoundError:
+        await js.add_stream(config)
+    # Consumers before any vote: with Interest retention a message nobody is interested in
+    # is dropped at once.
+    for role in messaging.ROLES:
+        await js.add_consumer(messaging.stream(poll.name), consumer_config(role))
+    if poll.rules.duplicates == "prevent":
+        try:
+            await js.key_value(messaging.voters_bucket(poll.name))
+        except BucketNotFoundError:
+            await js.create_key_value(
+                bucket=messaging.voters_bucket(poll.name), history=1, replicas=replicas
+            )
+    await (await registry(js, replicas=replicas)).put(poll.name, poll.to_registry())
+
+
+async def remove_queue(js: JetStreamContext, name: str) -> None:
+    """Delete the poll's stream, voters bucket and registry entry (missing ones are fine)."""
+    for remove in (
+        js.delete_stream(messaging.stream(name)),
+        js.delete_key_value(messaging.voters_bucket(name)),
+    ):
+        with contextlib.suppress(NotFoundError):
+            await remove
+    with contextlib.suppress(KeyNotFoundError):
+        await (await registry(js)).purge(name)
+
+
+async def lookup(js: JetStreamContext, name: str) -> Poll | None:
+    try:
+        entry = await (await registry(js)).get(name)
+    except KeyNotFoundError:
+        return None
+    return Poll.from_registry(entry.value) if entry.value else None
+
+
+def provision_database(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
+    """Schema and the poll's row; returns the stored poll (the first one wins its name)."""
+    storage.migrate(conn)
+    return storage.insert_poll(conn, poll, spec)
+
+
+async def provision(
+    js: JetStreamContext,
+    conn: psycopg.Connection[Any],
+    poll: Poll,
+    spec: PollSpec,
+    *,
+    replicas: int = 1,
+) -> Poll:
+    stored = await asyncio.to_thread(provision_database, conn, poll, spec)
+    await provision_queue(js, stored, replicas=replicas)
+    return stored
+
+
+async def close(
+    js: JetStreamContext, conn: psycopg.Connection[Any], name: str, *, replicas: int = 1
+) -> Poll | None:
+    """Close a poll: the row, the registry, and the stream stops taking envelopes at once."""
+    closed = await asyncio.to_thread(storage.close_poll, conn, name)
+    if closed is not None:
+        await provision_queue(js, closed, replicas=replicas)
+    return closed

@@ -1,0 +1,33 @@
+"""The one source of randomness for everything that touches a vote.
+
+Every id, every fake ballot, every shuffle and every randomized-response coin comes from the
+operating system's CSPRNG (invariant 4 of DESIGN.md). Pure functions take an optional
+``random.Random`` so that tests and simulations can be reproducible; production code never
+passes one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import uuid
+from collections.abc import MutableSequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+system: random.Random = secrets.SystemRandom()
+
+
+def new_id() -> uuid.UUID:
+    """A uuid4 from the OS CSPRNG: no time, no counter, nothing ordered."""
+    return uuid.UUID(bytes=os.urandom(16), version=4)
+
+
+def shuffle(items: MutableSequence[T], rng: random.Random | None = None) -> None:
+    (rng or system).shuffle(items)
+
+
+def token(nbytes: int = 32) -> str:
+    return secrets.token_urlsafe(nbytes)

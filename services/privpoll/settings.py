@@ -1,0 +1,50 @@
+"""The one settings object, read from the environment (``PRIVPOLL_*``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class Settings(BaseModel):
+    data_dir: Path = Path(".privpoll")
+    http_addr: str = "127.0.0.1:8000"
+    public_url: str = ""
+    admin_token: str = ""
+    secret: str = Field(default="", description="HMAC key of voter tokens")
+    nats_url: str = ""
+    database_url: str = ""
+    log_level: str = "INFO"
+    ingest_workers: int = 2
+    ingest_threads: int = 16
+    publish_timeout: float = 5.0
+    stream_replicas: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values = {
+            name: env[f"PRIVPOLL_{name.upper()}"]
+            for name in cls.model_fields
+            if f"PRIVPOLL_{name.upper()}" in env
+        }
+        return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that gives a child process these same settings."""
+        return {
+            f"PRIVPOLL_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+            if value not in ("", None)
+        }
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.http_addr}").rstrip("/")
+
+    @property
+    def secret_bytes(self) -> bytes:
+        return self.secret.encode()

@@ -1,0 +1,269 @@
+"""The two sinks: the actor sink keeps who voted, the ballot sink keeps the ballots.
+
+Each reads envelopes from a poll's stream through its own durable consumer, holds them until a
+batch is big enough to mix (``mixing.minBatch``), waits a jittered while for more (at most
+``mixing.maxWait``), writes the whole batch shuffled in ONE transaction, commits, and only then
+acks. A crash before the ack loses nothing (JetStream redelivers); a redelivery after the
+commit changes nothing (``ON CONFLICT DO NOTHING`` on the random ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.errors import NoKeysError, NotFoundError
+from pydantic import ValidationError
+
+from privpoll import messaging, provision, randomness, storage
+from privpoll.envelope import Envelope
+from privpoll.poll import Phase, Poll
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 2000
+FETCH_TIMEOUT = 1.0
+PROGRESS_EVERY = provision.ACK_WAIT / 3
+POLL_REFRESH = 1.0
+DISCOVER_EVERY = 2.0
+
+Rows = list[tuple[uuid.UUID, str]]
+Writer = Callable[[psycopg.Connection[Any], uuid.UUID, Iterable[tuple[uuid.UUID, str]]], None]
+
+
+def actor_rows(envelope: Envelope) -> Rows:
+    return [(envelope.actor.entry, envelope.actor.voter)]
+
+
+def ballot_rows(envelope: Envelope) -> Rows:
+    return [(b.id, b.choice) for b in envelope.ballots]
+
+
+ROWS: dict[messaging.Role, Callable[[Envelope], Rows]] = {
+    "actors": actor_rows,
+    "ballots": ballot_rows,
+}
+WRITERS: dict[messaging.Role, Writer] = {
+    "actors": storage.write_actors,
+    "ballots": storage.write_ballots,
+}
+
+
+@dataclass
+class Batch:
+    """Envelopes held for mixing, with the messages to ack once they are committed."""
+
+    messages: list[Msg] = field(default_factory=list)
+    rows: Rows = field(default_factory=list)
+    ready_at: float | None = None
+    progressed_at: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+@dataclass
+class SinkStats:
+    envelopes: int = 0
+    rows: int = 0
+    batches: int = 0
+    terminated: int = 0
+
+
+class PollSink:
+    """One role's consumer of one poll's stream."""
+
+    def __init__(self, role: messaging.Role, js: JetStreamContext, dsn: str, poll: Poll) -> None:
+        self.role = role
+        self.js = js
+        self.dsn = dsn
+        self.poll = poll
+        self.stats = SinkStats()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._checked_at = 0.0
+        self.gone = False
+
+    async def run(self) -> None:
+        sub = await self.js.pull_subscribe_bind(
+            durable=messaging.consumer(self.role), stream=messaging.stream(self.poll.name)
+        )
+        batch = Batch()
+        while not self.gone:
+            await self._refresh()
+            closing = self.poll.phase() is Phase.CLOSED
+            messages: list[Msg] = []
+            if len(batch) < MAX_BATCH:
+                try:
+                    messages = await sub.fetch(MAX_BATCH - len(batch), timeout=FETCH_TIMEOUT)
+                except NatsTimeout:
+                    messages = []
+                except Exception as error:  # NATS restarting: keep the batch, try again
+                    log.warning(
+                        "%s sink of %s: fetch failed (%s)",
+                        self.role,
+                        self.poll.name,
+                        type(error).__name__,
+                    )
+                    await asyncio.sleep(FETCH_TIMEOUT)
+            await self._take(batch, messages)
+            due = self._due(batch, drained=closing and not messages)
+            if due and await self._flush(batch):
+                batch = Batch()
+            await self._keep_alive(batch)
+
+    async def _take(self, batch: Batch, messages: list[Msg]) -> None:
+        to_rows = ROWS[self.role]
+        for msg in messages:
+            try:
+                envelope = Envelope.decode(msg.data)
+            except ValidationError:
+                # Never retried forever: a message that cannot be read is dropped and counted.
+                self.stats.terminated += 1
+                log.error(
+                    "%s sink of %s: terminated an undecodable message (%d so far)",
+                    self.role,
+                    self.poll.name,
+                    self.stats.terminated,
+                )
+                await msg.term()
+                continue
+            batch.messages.append(msg)
+            batch.rows.extend(to_rows(envelope))
+        if batch.ready_at is None and len(batch) >= self.poll.rules.mixing.min_batch:
+            wait = self.poll.rules.mixing.max_wait_seconds
+            batch.ready_at = time.monotonic() + wait * randomness.system.uniform(0.25, 1.0)
+
+    def _due(self, batch: Batch, *, drained: bool) -> bool:
+        if not batch:
+            return False
+        if drained or len(batch) >= MAX_BATCH:
+            return True
+        return batch.ready_at is not None and time.monotonic() >= batch.ready_at
+
+    async def _flush(self, batch: Batch) -> bool:
+        try:
+            await asyncio.to_thread(self._write, batch.rows)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            log.warning(
+                "%s sink of %s: database unavailable (%s); holding %d envelopes",
+                self.role,
+                self.poll.name,
+                type(error).__name__,
+                len(batch),
+            )
+            self._close_conn()
+            await asyncio.sleep(1)
+            return False
+        for msg in batch.messages:
+            with contextlib.suppress(Exception):  # a lost ack only means a harmless redelivery
+                await msg.ack()
+        self.stats.envelopes += len(batch)
+        self.stats.rows += len(batch.rows)
+        self.stats.batches += 1
+        log.info(
+            "%s sink of %s: committed a batch of %d envelopes (%d rows)",
+            self.role,
+            self.poll.name,
+            len(batch),
+            len(batch.rows),
+        )
+        return True
+
+    def _write(self, rows: Rows) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = storage.connect(self.dsn)
+        WRITERS[self.role](self._conn, self.poll.uid, rows)
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    async def _keep_alive(self, batch: Batch) -> None:
+        """In-progress acks, so JetStream does not redeliver what a batch holds for mixing."""
+        now = time.monotonic()
+        if batch and now - batch.progressed_at >= PROGRESS_EVERY:
+            for msg in batch.messages:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+            batch.progressed_at = now
+
+    async def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < POLL_REFRESH:
+            return
+        self._checked_at = now
+        try:
+            found = await provision.lookup(self.js, self.poll.name)
+        except Exception:
+            return
+        if found is None or found.uid != self.poll.uid:
+            self.gone = True
+        else:
+            self.poll = found
+
+
+class Sink:
+    """A sink process: one role, serving the named polls or every poll in the registry."""
+
+    def __init__(
+        self, role: messaging.Role, nats_url: str, dsn: str, polls: list[str] | None = None
+    ) -> None:
+        self.role = role
+        self.nats_url = nats_url
+        self.dsn = dsn
+        self.only = polls
+        self.workers: dict[str, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        nc = await self._connect()
+        js = nc.jetstream()
+        while True:
+            for name in await self._names(js):
+                task = self.workers.get(name)
+                if task is not None and not task.done():
+                    continue
+                if task is not None and task.exception() is not None:
+                    log.warning(
+                        "%s sink of %s stopped (%s); restarting",
+                        self.role,
+                        name,
+                        type(task.exception()).__name__,
+                    )
+                with contextlib.suppress(Exception):
+                    poll = await provision.lookup(js, name)
+                    if poll is not None:
+                        worker = PollSink(self.role, js, self.dsn, poll)
+                        self.workers[name] = asyncio.create_task(worker.run())
+            await asyncio.sleep(DISCOVER_EVERY)
+
+    async def _connect(self) -> Client:
+        while True:
+            try:
+                return await messaging.connect(self.nats_url, name=f"privpoll-sink-{self.role}")
+            except Exception as error:
+                log.warning("cannot reach NATS yet (%s); retrying", type(error).__name__)
+                await asyncio.sleep(1)
+
+    async def _names(self, js: JetStreamContext) -> list[str]:
+        if self.only is not None:
+            return self.only
+        try:
+            return await (await provision.registry(js)).keys()
+        except (NoKeysError, NotFoundError):
+            return []
+        except Exception as error:
+            log.warning("cannot list polls (%s)", type(error).__name__)
+            return []

@@ -1,0 +1,306 @@
+"""The poll spec: one model for the HTTP API body, the Poll custom resource and local YAML."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+MAX_CHOICES = 50
+MAX_VOTERS = 100_000
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (tabs, newlines, ...)")
+    if value != value.strip():
+        raise ValueError(f"must not start or end with spaces: {value!r}")
+    return value
+
+
+Label = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_printable)]
+VoterId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``30s``, ``500ms``, ``2m`` or ``1h``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration: write e.g. 500ms, 30s, 2m or 1h")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class FakeVotes(_Model):
+    """How many fake ballots (K) go into each envelope beside the real one."""
+
+    distribution: Literal["fixed", "poisson", "uniform"] = "poisson"
+    count: int | None = Field(default=None, ge=0, le=100, description="K for `fixed`")
+    mean: float | None = Field(default=None, gt=0, le=100, description="E[K] for `poisson`")
+    min: int = Field(default=1, ge=0, le=100, description="smallest K (all distributions)")
+    max: int | None = Field(default=None, ge=0, le=100, description="largest K for `uniform`")
+
+    @model_validator(mode="after")
+    def _shape(self) -> FakeVotes:
+        if self.distribution == "fixed":
+            if self.count is None:
+                raise ValueError("distribution 'fixed' needs 'count' (fake votes per real vote)")
+            if self.count < self.min:
+                raise ValueError(f"count {self.count} is below min {self.min}")
+        elif self.distribution == "poisson":
+            if self.mean is None:
+                raise ValueError("distribution 'poisson' needs 'mean' (average fake votes)")
+            if self.mean < self.min:
+                raise ValueError(f"mean {self.mean} is below min {self.min}")
+        else:
+            if self.max is None:
+                raise ValueError("distribution 'uniform' needs 'max' (most fake votes)")
+            if self.max < self.min:
+                raise ValueError(f"max {self.max} is below min {self.min}")
+        return self
+
+    @property
+    def lowest(self) -> int:
+        return self.count if self.distribution == "fixed" and self.count is not None else self.min
+
+    @property
+    def expected(self) -> float:
+        """E[K], for planning how noisy the results will be."""
+        if self.distribution == "fixed":
+            return float(self.count or 0)
+        if self.distribution == "poisson":
+            return float(self.mean or 0)
+        return (self.min + (self.max or self.min)) / 2
+
+
+class RandomizedResponse(_Model):
+    """Replace the real choice by a uniformly random one with probability p (ε-LDP)."""
+
+    epsilon: float | None = Field(default=None, gt=0, le=20)
+    probability: float | None = Field(default=None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RandomizedResponse:
+        if (self.epsilon is None) == (self.probability is None):
+            raise ValueError("give exactly one of 'epsilon' or 'probability'")
+        return self
+
+    def replacement_probability(self, choices: int) -> float:
+        if self.probability is not None:
+            return self.probability
+        assert self.epsilon is not None
+        return choices / (math.exp(self.epsilon) - 1 + choices)
+
+
+class Noise(_Model):
+    fake_votes: FakeVotes = Field(default_factory=lambda: FakeVotes(mean=2, min=1))
+    choice_weights: Literal["uniform"] | dict[str, float] = "uniform"
+    randomized_response: RandomizedResponse | None = None
+
+    @field_validator("choice_weights")
+    @classmethod
+    def _positive(cls, value: Literal["uniform"] | dict[str, float]) -> Any:
+        if isinstance(value, dict):
+            bad = sorted(k for k, w in value.items() if not (w > 0 and math.isfinite(w)))
+            if bad:
+                raise ValueError(
+                    f"every weight must be a positive number (a zero weight would let a "
+                    f"ballot of that choice stand out as real): {', '.join(bad)}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _always_some_noise(self) -> Noise:
+        if self.fake_votes.lowest < 1 and self.randomized_response is None:
+            raise ValueError(
+                "fakeVotes must add at least one fake vote per real vote (min >= 1) unless "
+                "randomizedResponse is on; otherwise a lone vote could be read off the database"
+            )
+        return self
+
+
+class Mixing(_Model):
+    min_batch: int = Field(default=10, ge=1, le=10_000)
+    max_wait: str = Field(default="30s", description="e.g. 500ms, 30s, 2m")
+
+    @field_validator("max_wait")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        seconds = parse_duration(value)
+        if not 0 < seconds <= 3600:
+            raise ValueError("must be more than 0 and at most 1h")
+        return value
+
+    @property
+    def max_wait_seconds(self) -> float:
+        return parse_duration(self.max_wait)
+
+
+class Schedule(_Model):
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+
+    @field_validator("opens_at", "closes_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-12-01T12:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> Schedule:
+        if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
+            raise ValueError("closesAt must be after opensAt")
+        return self
+
+
+class Voters(_Model):
+    ids: list[VoterId] = Field(min_length=1, max_length=MAX_VOTERS)
+
+    @field_validator("ids")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for voter in value:
+            if voter in seen:
+                raise ValueError(f"voter ids must be unique: {voter!r} appears twice")
+            seen.add(voter)
+        return value
+
+
+class Results(_Model):
+    visibility: Literal["live", "afterClose"] = "live"
+
+
+class PollRules(_Model):
+    """Everything about a poll but its voter list: what the ingest and the sinks need."""
+
+    title: str = Field(min_length=1, max_length=200)
+    choices: list[Label] = Field(min_length=2, max_length=MAX_CHOICES)
+    noise: Noise = Field(default_factory=Noise)
+    mixing: Mixing = Field(default_factory=Mixing)
+    duplicates: Literal["prevent", "detect"] = "prevent"
+    schedule: Schedule = Field(default_factory=Schedule)
+    results: Results = Field(default_factory=Results)
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        return _printable(value)
+
+    @field_validator("choices")
+    @classmethod
+    def _unique_choices(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for choice in value:
+            if choice in seen:
+                raise ValueError(f"choices must be unique: {choice!r} appears twice")
+            seen.add(choice)
+        return value
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> PollRules:
+        weights = self.noise.choice_weights
+        if isinstance(weights, dict) and set(weights) != set(self.choices):
+            missing = [c for c in self.choices if c not in weights]
+            extra = sorted(set(weights) - set(self.choices))
+            parts = []
+            if missing:
+                parts.append(f"missing a weight for {', '.join(missing)}")
+            if extra:
+                parts.append(f"weights for unknown choices {', '.join(extra)}")
+            raise ValueError(f"noise.choiceWeights: {'; '.join(parts)}")
+        return self
+
+    def fake_weights(self) -> list[float]:
+        """Fake-choice weights w_j in choice order, summing to 1."""
+        weights = self.noise.choice_weights
+        if weights == "uniform":
+            return [1 / len(self.choices)] * len(self.choices)
+        assert isinstance(weights, dict)
+        total = sum(weights.values())
+        return [weights[c] / total for c in self.choices]
+
+    def replacement_probability(self) -> float:
+        rr = self.noise.randomized_response
+        return rr.replacement_probability(len(self.choices)) if rr else 0.0
+
+    def to_document(self) -> dict[str, Any]:
+        """The spec as the camelCase document users write (API body, CR spec, YAML)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class PollSpec(PollRules):
+    """The whole poll as its creator writes it."""
+
+    voters: Voters
+
+    def rules(self) -> PollRules:
+        return PollRules.model_validate(self.model_dump(exclude={"voters"}))
+
+
+class NewPoll(_Model):
+    """Body of ``POST /api/v1/polls``."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-'")
+    spec: PollSpec
+
+    @model_validator(mode="after")
+    def _not_closed_yet(self) -> NewPoll:
+        closes = self.spec.schedule.closes_at
+        if closes is not None and closes <= datetime.now(UTC):
+            raise ValueError("spec.schedule.closesAt is in the past: a new poll must close later")
+        return self
+
+
+class FieldProblem(BaseModel):
+    field: str
+    message: str
+
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown field",
+    "missing": "is required",
+}
+
+
+def problems(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
+    """Turn pydantic's errors into one line per field, in the words users wrote."""
+    found = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"])
+        field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body"
+        message = _FRIENDLY.get(item["type"], item["msg"])
+        if message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch" and loc.endswith("name"):
+            message = (
+                "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
+                "letter or digit"
+            )
+        found.append(FieldProblem(field=field, message=message))
+    return found
+
+
+def describe(found: list[FieldProblem]) -> str:
+    return "; ".join(f"{p.field}: {p.message}" for p in found)

@@ -1,0 +1,208 @@
+"""PostgreSQL / CockroachDB: schema, the one transaction retry helper, and the vote tables.
+
+Privacy rules (DESIGN.md, storage invariants): ``actors`` and ``ballots`` hold no timestamp,
+serial or other ordered value; primary keys are uuid4 from the OS CSPRNG; every batch is
+written in one transaction in shuffled order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, LiteralString, TypeVar
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from privpoll import randomness
+from privpoll.poll import Poll
+from privpoll.spec import PollSpec
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+# Each migration is a list of statements, applied once, in one transaction.
+MIGRATIONS: list[tuple[LiteralString, ...]] = [
+    (
+        """CREATE TABLE IF NOT EXISTS polls (
+            name text PRIMARY KEY,
+            uid uuid NOT NULL UNIQUE,
+            spec jsonb NOT NULL,
+            closed boolean NOT NULL DEFAULT false
+        )""",
+        """CREATE TABLE IF NOT EXISTS actors (
+            poll uuid NOT NULL,
+            entry uuid NOT NULL,
+            voter text NOT NULL,
+            PRIMARY KEY (poll, entry)
+        )""",
+        """CREATE TABLE IF NOT EXISTS ballots (
+            poll uuid NOT NULL,
+            id uuid NOT NULL,
+            choice text NOT NULL,
+            PRIMARY KEY (poll, id)
+        )""",
+    ),
+]
+
+
+def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(int(timeout), 1))
+
+
+def run_transaction(
+    conn: psycopg.Connection[Any],
+    work: Callable[[psycopg.Cursor[Any]], T],
+    *,
+    attempts: int = 10,
+) -> T:
+    """Run ``work`` in one transaction, retrying serialization failures (SQLSTATE 40001).
+
+    CockroachDB runs every transaction SERIALIZABLE and asks clients to retry on 40001; so
+    does PostgreSQL at that isolation level. ``work`` must be safe to run again.
+    """
+    for attempt in range(attempts):
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                return work(cur)
+        except psycopg.errors.Error as error:
+            if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == attempts - 1:
+                raise
+            delay = min(0.01 * 2**attempt, 1.0) * (0.5 + randomness.system.random())
+            log.info("transaction conflict (%s), retry %d in %.3fs", error.sqlstate, attempt, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def migrate(conn: psycopg.Connection[Any]) -> None:
+    def apply(cur: psycopg.Cursor[Any]) -> None:
+        cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY)")
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in cur.fetchall()}
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version not in done:
+                for statement in script:
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO schema_migrations (version) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (version,),
+                )
+
+    run_transaction(conn, apply)
+
+
+def _poll(row: Sequence[Any]) -> Poll:
+    spec = PollSpec.model_validate(row[2])
+    return Poll(
+        name=row[0], uid=row[1], rules=spec.rules(), eligible=len(spec.voters.ids), closed=row[3]
+    )
+
+
+def insert_poll(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
+    """Insert the poll's row unless one of that name exists; return the stored row."""
+
+    def work(cur: psycopg.Cursor[Any]) -> Poll:
+        cur.execute(
+            "INSERT INTO polls (name, uid, spec, closed) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (name) DO NOTHING",
+            (poll.name, poll.uid, Jsonb(spec.to_document()), poll.closed),
+        )
+        cur.execute("SELECT name, uid, spec, closed FROM polls WHERE name = %s", (poll.name,))
+        row = cur.fetchone()
+        assert row is not None
+        return _poll(row)
+
+    return run_transaction(conn, work)
+
+
+def get_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
+    row = conn.execute(
+        "SELECT name, uid, spec, closed FROM polls WHERE name = %s", (name,)
+    ).fetchone()
+    return _poll(row) if row else None
+
+
+def voter_ids(conn: psycopg.Connection[Any], name: str) -> list[str]:
+    row = conn.execute("SELECT spec -> 'voters' -> 'ids' FROM polls WHERE name = %s", (name,))
+    found = row.fetchone()
+    return [str(v) for v in found[0]] if found else []
+
+
+def list_polls(conn: psycopg.Connection[Any]) -> list[Poll]:
+    rows = conn.execute("SELECT name, uid, spec, closed FROM polls ORDER BY name").fetchall()
+    return [_poll(row) for row in rows]
+
+
+def close_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
+    def work(cur: psycopg.Cursor[Any]) -> Poll | None:
+        cur.execute(
+            "UPDATE polls SET closed = true WHERE name = %s RETURNING name, uid, spec, closed",
+            (name,),
+        )
+        row = cur.fetchone()
+        return _poll(row) if row else None
+
+    return run_transaction(conn, work)
+
+
+def write_actors(
+    conn: psycopg.Connection[Any], poll: uuid.UUID, rows: Iterable[tuple[uuid.UUID, str]]
+) -> None:
+    """One batch of (entry, voter), shuffled, in one transaction."""
+    _write(
+        conn,
+        "INSERT INTO actors (poll, entry, voter) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        poll,
+        rows,
+    )
+
+
+def write_ballots(
+    conn: psycopg.Connection[Any], poll: uuid.UUID, rows: Iterable[tuple[uuid.UUID, str]]
+) -> None:
+    """One batch of (ballot id, choice), shuffled, in one transaction."""
+    _write(
+        conn,
+        "INSERT INTO ballots (poll, id, choice) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        poll,
+        rows,
+    )
+
+
+def _write(
+    conn: psycopg.Connection[Any],
+    statement: LiteralString,
+    poll: uuid.UUID,
+    rows: Iterable[tuple[uuid.UUID, str]],
+) -> None:
+    params = [(poll, key, value) for key, value in rows]
+    randomness.shuffle(params)
+
+    def work(cur: psycopg.Cursor[Any]) -> None:
+        cur.executemany(statement, params)
+
+    run_transaction(conn, work)
+
+
+def tally(conn: psycopg.Connection[Any], poll: uuid.UUID) -> tuple[int, int, dict[str, int]]:
+    """(real votes n, distinct voters u, stored ballots per choice N_j)."""
+    row = conn.execute(
+        "SELECT count(*), count(DISTINCT voter) FROM actors WHERE poll = %s", (poll,)
+    ).fetchone()
+    assert row is not None
+    stored = dict(
+        conn.execute(
+            "SELECT choice, count(*) FROM ballots WHERE poll = %s GROUP BY choice", (poll,)
+        ).fetchall()
+    )
+    return int(row[0]), int(row[1]), {str(k): int(v) for k, v in stored.items()}
+
+
+def voted(conn: psycopg.Connection[Any], poll: uuid.UUID) -> set[str]:
+    """Voters with a stored vote (never joined to any choice)."""
+    rows = conn.execute("SELECT DISTINCT voter FROM actors WHERE poll = %s", (poll,)).fetchall()
+    return {str(r[0]) for r in rows}

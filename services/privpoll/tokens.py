@@ -1,0 +1,27 @@
+"""Voter tokens: an HMAC of (poll uid, voter id), checked without any lookup."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+
+
+def voter_token(secret: bytes, poll_uid: uuid.UUID, voter: str) -> str:
+    mac = hmac.new(secret, poll_uid.bytes + voter.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def is_valid(secret: bytes, poll_uid: uuid.UUID, voter: str, token: str) -> bool:
+    return hmac.compare_digest(voter_token(secret, poll_uid, voter), token)
+
+
+def same_secret(expected: str, given: str) -> bool:
+    """Constant-time comparison for the admin token."""
+    return hmac.compare_digest(expected.encode(), given.encode())
+
+
+def reservation_key(poll_uid: uuid.UUID, voter: str) -> str:
+    """The KV key that reserves a voter in `prevent` mode (no voter id in NATS key names)."""
+    return hashlib.sha256(poll_uid.bytes + voter.encode()).hexdigest()

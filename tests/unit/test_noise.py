@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+
+from privpoll.noise import epsilon, fake_count
+from privpoll.spec import FakeVotes
+
+
+@pytest.mark.parametrize(
+    ("spec", "mean"),
+    [
+        (FakeVotes(distribution="fixed", count=3), 3.0),
+        (FakeVotes(distribution="poisson", mean=2.5, min=1), 2.5),
+        (FakeVotes(distribution="uniform", min=1, max=5), 3.0),
+    ],
+)
+def test_fake_count_never_below_min_and_has_the_promised_mean(spec: FakeVotes, mean: float) -> None:
+    rng = random.Random(1)
+    draws = [fake_count(spec, rng) for _ in range(20000)]
+    assert min(draws) >= spec.lowest >= 1
+    assert math.isclose(statistics.fmean(draws), mean, rel_tol=0.03)
+    assert spec.expected == mean
+
+
+def test_epsilon_matches_replacement_probability() -> None:
+    assert epsilon(0, 3) is None
+    assert math.isclose(epsilon(3 / (math.e**2 - 1 + 3), 3) or 0, 2.0)
