@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 DEDUP_WINDOW = 120.0
 # How long a sink may hold a message before JetStream redelivers it; sinks send in-progress
 # acks well within it while a batch waits for enough envelopes to mix.
-ACK_WAIT = 60.0
+ACK_WAIT = 30.0
 MAX_ACK_PENDING = 50_000
 
 

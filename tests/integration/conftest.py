@@ -121,11 +121,14 @@ class System:
         ]
         return [line for f in files if f.exists() for line in f.read_text().splitlines()]
 
-    def child_pid(self, name: str) -> int:
-        return int((self.data / "run" / f"{name}.pid").read_text())
+    def child_pid(self, name: str) -> int | None:
+        """The pid of a child of privpoll up, None while it is being restarted."""
+        path = self.data / "run" / f"{name}.pid"
+        return int(path.read_text()) if path.exists() else None
 
     def kill_child(self, name: str) -> int:
         pid = self.child_pid(name)
+        assert pid is not None
         os.kill(pid, signal.SIGKILL)
         return pid
 
@@ -176,7 +179,7 @@ class System:
             ballots = conn.execute(
                 "SELECT id::text, choice FROM ballots WHERE poll = %s", (uid,)
             ).fetchall()
-        return [tuple(r) for r in actors], [tuple(r) for r in ballots]  # type: ignore[misc]
+        return [(str(a), str(b)) for a, b in actors], [(str(a), str(b)) for a, b in ballots]
 
     def wait_stored(
         self, name: str, actors: int, ballots: int, timeout: float = 120

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -10,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from privpoll import messaging
 from tests.integration.conftest import CHOICES, System, Witness, poll_spec
 
 VOTERS = [f"voter-{i:04d}" for i in range(300)]
@@ -142,6 +144,31 @@ def test_detect_mode_accepts_double_votes_and_shows_them(system: System) -> None
     assert votes["total"] == 4
     assert votes["uniqueVoters"] == 2
     assert votes["duplicates"] == 2
+
+
+def test_an_undecodable_message_is_dropped_not_retried_forever(system: System) -> None:
+    system.create_poll(
+        "garbage", poll_spec(["alice", "bob"], mixing={"minBatch": 1, "maxWait": "100ms"})
+    )
+    tokens = system.invitations("garbage")
+
+    async def publish_garbage() -> None:
+        nc = await messaging.connect(system.nats.url, "test")
+        try:
+            await nc.jetstream().publish(messaging.subject("garbage"), b"{not an envelope")
+        finally:
+            await nc.close()
+
+    asyncio.run(publish_garbage())
+    assert system.vote("garbage", "alice", tokens["alice"], "pizza").status_code == 202
+    system.close("garbage")
+    deadline = time.monotonic() + 60
+    while system.results("garbage")["votes"]["total"] < 1:
+        assert time.monotonic() < deadline, system.output()
+        time.sleep(0.3)
+    logs = "\n".join(system.logs())
+    assert "actors sink of garbage: terminated an undecodable message" in logs
+    assert "ballots sink of garbage: terminated an undecodable message" in logs
 
 
 def test_votes_are_refused_with_the_right_status(system: System) -> None:

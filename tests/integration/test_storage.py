@@ -1,0 +1,62 @@
+"""The one transaction helper retries serialization failures, as CockroachDB requires."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from privpoll import storage
+from privpoll.embedded import PostgresServer
+
+
+def test_serialization_failure_is_retried(postgres: PostgresServer) -> None:
+    table = sql.Identifier(f"skew_{uuid.uuid4().hex[:8]}")
+    with storage.connect(postgres.dsn) as setup:
+        setup.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, n int)").format(table))
+    attempts: list[int] = []
+    conflict_done = threading.Event()
+
+    def other_writer() -> None:
+        with storage.connect(postgres.dsn) as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
+            conn.execute(sql.SQL("INSERT INTO {} VALUES (%s, 1)").format(table), (uuid.uuid4(),))
+        conflict_done.set()
+
+    def work(cur: psycopg.Cursor[Any]) -> int:
+        attempts.append(1)
+        cur.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
+        row = cur.fetchone()
+        assert row is not None
+        if len(attempts) == 1:
+            # Write skew: another serializable transaction reads what we read and commits a
+            # write first; our own write must then fail with SQLSTATE 40001.
+            threading.Thread(target=other_writer).start()
+            assert conflict_done.wait(10)
+        cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, 2)").format(table), (uuid.uuid4(),))
+        return int(row[0])
+
+    with storage.connect(postgres.dsn) as conn:
+        seen = storage.run_transaction(conn, work)
+        total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
+    assert len(attempts) == 2, "the first attempt hit a serialization failure and was retried"
+    assert seen == 1, "the retry saw the other transaction's row"
+    assert total == (2,)
+
+
+def test_other_errors_are_not_retried(postgres: PostgresServer) -> None:
+    attempts: list[int] = []
+
+    def work(cur: psycopg.Cursor[Any]) -> None:
+        attempts.append(1)
+        cur.execute("SELECT 1 / 0")
+
+    with storage.connect(postgres.dsn) as conn, pytest.raises(psycopg.errors.DivisionByZero):
+        storage.run_transaction(conn, work)
+    assert attempts == [1]
