@@ -1,0 +1,42 @@
+"""Provisioning is idempotent: running it twice changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+from privpoll import messaging, provision, randomness, storage
+from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.poll import Poll
+from privpoll.spec import PollSpec
+
+
+def test_provisioning_twice_changes_nothing(nats: NatsServer, postgres: PostgresServer) -> None:
+    spec = PollSpec.model_validate(
+        {"title": "t", "choices": ["a", "b"], "voters": {"ids": ["alice"]}}
+    )
+    poll = Poll(name="twice", uid=randomness.new_id(), rules=spec.rules(), eligible=1)
+    second = poll.model_copy(update={"uid": randomness.new_id()})
+
+    async def run() -> tuple[Poll, Poll, list[str]]:
+        nc = await messaging.connect(nats.url, "test")
+        try:
+            js = nc.jetstream()
+            with storage.connect(postgres.dsn) as conn:
+                first_stored = await provision.provision(js, conn, poll, spec)
+                before = await js.stream_info(messaging.stream("twice"))
+                again = await provision.provision(js, conn, second, spec)
+                after = await js.stream_info(messaging.stream("twice"))
+            consumers = sorted(c.name for c in await js.consumers_info(messaging.stream("twice")))
+            await js.key_value(messaging.voters_bucket("twice"))
+            assert before.config.as_dict() == after.config.as_dict()
+            return first_stored, again, consumers
+        finally:
+            await nc.close()
+
+    first, again, consumers = asyncio.run(run())
+    assert first.uid == poll.uid
+    assert again.uid == poll.uid, "the first poll of a name keeps it"
+    assert consumers == ["actors", "ballots"]
+    with storage.connect(postgres.dsn) as conn:
+        count = conn.execute("SELECT count(*) FROM polls WHERE name = 'twice'").fetchone()
+    assert count == (1,)
