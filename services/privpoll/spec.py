@@ -37,6 +37,15 @@ Label = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_prin
 VoterId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 
 
+def _unique(values: list[str], what: str) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} must be unique: {value!r} appears twice")
+        seen.add(value)
+    return values
+
+
 def parse_duration(text: str) -> float:
     """Seconds in a duration such as ``30s``, ``500ms``, ``2m`` or ``1h``."""
     match = _DURATION.match(text)
@@ -179,13 +188,8 @@ class Voters(_Model):
 
     @field_validator("ids")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for voter in value:
-            if voter in seen:
-                raise ValueError(f"voter ids must be unique: {voter!r} appears twice")
-            seen.add(voter)
-        return value
+    def _unique_ids(cls, value: list[str]) -> list[str]:
+        return _unique(value, "voter ids")
 
 
 class Results(_Model):
@@ -211,12 +215,7 @@ class PollRules(_Model):
     @field_validator("choices")
     @classmethod
     def _unique_choices(cls, value: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for choice in value:
-            if choice in seen:
-                raise ValueError(f"choices must be unique: {choice!r} appears twice")
-            seen.add(choice)
-        return value
+        return _unique(value, "choices")
 
     @model_validator(mode="after")
     def _weights_match(self) -> PollRules:
