@@ -16,7 +16,7 @@ from privpoll.noise import Noise
 from privpoll.spec import PollRules
 
 labels = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs")),
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),
     min_size=1,
     max_size=20,
 )
