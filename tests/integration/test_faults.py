@@ -57,7 +57,7 @@ def test_ballot_sink_killed_mid_batch_loses_and_duplicates_nothing(system: Syste
 
 
 def test_nats_restart_during_voting_keeps_every_acknowledged_vote(system: System) -> None:
-    voters = [f"voter-{i:04d}" for i in range(300)]
+    voters = [f"voter-{i:04d}" for i in range(400)]
     system.create_poll("outage", poll_spec(voters))
     witness = Witness(system.nats.url, "outage")
     tokens = system.invitations("outage")
@@ -72,7 +72,7 @@ def test_nats_restart_during_voting_keeps_every_acknowledged_vote(system: System
         before = Counter(pool.map(cast, voters[:100]))
         assert before == {202: 100}
         # Kill NATS while votes are in flight, keep voting through the outage, restart it.
-        during = pool.map(cast, voters[100:200])
+        during = pool.map(cast, voters[100:300])
         time.sleep(0.05)
         system.nats.kill()
         outage = Counter(during)
@@ -86,7 +86,7 @@ def test_nats_restart_during_voting_keeps_every_acknowledged_vote(system: System
 
     # The system recovers by itself: new voters and refused ones get their votes in.
     deadline = time.monotonic() + 60
-    for voter in [*voters[200:], *refused]:
+    for voter in [*voters[300:], *refused]:
         while cast(voter) != 202:
             assert time.monotonic() < deadline, f"{voter} could not vote after the outage"
             time.sleep(0.2)
