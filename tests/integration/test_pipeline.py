@@ -197,3 +197,16 @@ def test_votes_are_refused_with_the_right_status(system: System) -> None:
     closed = vote("bob", tokens["bob"], "pizza")
     assert closed.status_code == 410
     assert closed.json()["error"]["code"] == "poll_closed"
+
+
+def test_results_after_close_are_hidden_until_then(system: System) -> None:
+    system.create_poll("secret", poll_spec(["alice", "bob"], results={"visibility": "afterClose"}))
+    hidden = system.http.get("/api/v1/polls/secret/results")
+    assert hidden.status_code == 403
+    assert hidden.json()["error"]["code"] == "results_not_public_yet"
+    assert system.http.get("/api/v1/polls/secret/results", headers=system.admin).status_code == 200
+    public = system.http.get("/api/v1/polls/secret").json()
+    assert public["eligibleVoters"] == 2
+    assert "alice" not in str(public), "the public poll page does not list the voters"
+    system.close("secret")
+    assert system.http.get("/api/v1/polls/secret/results").status_code == 200
