@@ -135,7 +135,7 @@ def create_poll() -> tuple[Response, int]:
         name=new.name,
         uid=randomness.new_id(),
         rules=new.spec.rules(),
-        eligible=len(new.spec.voters.ids),
+        eligible=len(new.spec.voters.listed),
     )
     try:
         with svc.pool.connection() as conn:

@@ -183,13 +183,49 @@ class Schedule(_Model):
         return self
 
 
+class KeyRef(_Model):
+    """A key of a ConfigMap or Secret in the Poll's namespace (Kubernetes only)."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(default="voters", min_length=1, max_length=253)
+
+
 class Voters(_Model):
-    ids: list[VoterId] = Field(min_length=1, max_length=MAX_VOTERS)
+    """The eligible voters: listed, or (on Kubernetes) one id per line in a ConfigMap/Secret."""
+
+    ids: list[VoterId] | None = Field(default=None, min_length=1, max_length=MAX_VOTERS)
+    config_map_ref: KeyRef | None = None
+    secret_ref: KeyRef | None = None
 
     @field_validator("ids")
     @classmethod
-    def _unique_ids(cls, value: list[str]) -> list[str]:
-        return _unique(value, "voter ids")
+    def _unique_ids(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _unique(value, "voter ids")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Voters:
+        given = [self.ids is not None, self.config_map_ref is not None, self.secret_ref is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of 'ids', 'configMapRef' or 'secretRef'")
+        return self
+
+    @property
+    def listed(self) -> list[str]:
+        """The ids; a reference must have been resolved (see ``resolved``) before."""
+        if self.ids is None:
+            raise ValueError(
+                "voters.configMapRef / voters.secretRef work on Kubernetes only: list the ids"
+            )
+        return self.ids
+
+
+def parse_voter_list(text: str) -> list[str]:
+    """One voter id per line (a ConfigMap or Secret value); blank lines and #comments skipped."""
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 class Results(_Model):
@@ -206,6 +242,9 @@ class PollRules(_Model):
     duplicates: Literal["prevent", "detect"] = "prevent"
     schedule: Schedule = Field(default_factory=Schedule)
     results: Results = Field(default_factory=Results)
+    retention: Literal["keep", "delete"] = Field(
+        default="keep", description="what happens to the vote rows when the poll is deleted"
+    )
 
     @field_validator("title")
     @classmethod
@@ -257,12 +296,27 @@ class PollSpec(PollRules):
     def rules(self) -> PollRules:
         return PollRules.model_validate(self.model_dump(exclude={"voters"}))
 
+    def with_voters(self, ids: list[str]) -> PollSpec:
+        """This spec with its voter reference replaced by the ids it points to."""
+        return PollSpec.model_validate(
+            {**self.model_dump(exclude={"voters"}), "voters": {"ids": ids}}
+        )
+
 
 class NewPoll(_Model):
     """Body of ``POST /api/v1/polls``."""
 
     name: str = Field(pattern=NAME_PATTERN, description="lowercase letters, digits and '-'")
     spec: PollSpec
+
+    @model_validator(mode="after")
+    def _listed_voters(self) -> NewPoll:
+        if self.spec.voters.ids is None:
+            raise ValueError(
+                "spec.voters: configMapRef and secretRef work on Kubernetes only; "
+                "list the voter ids here"
+            )
+        return self
 
     @model_validator(mode="after")
     def _not_closed_yet(self) -> NewPoll:

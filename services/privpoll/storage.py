@@ -98,7 +98,7 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
 def _poll(row: Sequence[Any]) -> Poll:
     spec = PollSpec.model_validate(row[2])
     return Poll(
-        name=row[0], uid=row[1], rules=spec.rules(), eligible=len(spec.voters.ids), closed=row[3]
+        name=row[0], uid=row[1], rules=spec.rules(), eligible=len(spec.voters.listed), closed=row[3]
     )
 
 

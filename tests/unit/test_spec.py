@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from privpoll.spec import NewPoll, PollSpec, describe, parse_duration, problems
+from privpoll.spec import (
+    NewPoll,
+    PollSpec,
+    describe,
+    parse_duration,
+    parse_voter_list,
+    problems,
+)
 
 VALID: dict[str, Any] = {
     "title": "Where do we eat on Friday?",
@@ -64,6 +71,13 @@ def test_valid_spec_round_trips() -> None:
         ("voters.ids", ["al", "al"], "voter ids must be unique: 'al' appears twice"),
         ("voters.ids", ["a\tb"], "spec.voters.ids.0: must not contain control characters"),
         ("voters", {"ids": ["a"], "extra": 1}, "spec.voters.extra: unknown field"),
+        ("voters", {}, "spec.voters: give exactly one of 'ids', 'configMapRef' or 'secretRef'"),
+        (
+            "voters",
+            {"configMapRef": {"name": "staff"}},
+            "configMapRef and secretRef work on Kubernetes only",
+        ),
+        ("retention", "forever", "spec.retention: Input should be 'keep' or 'delete'"),
         ("noise.fakeVotes", {"distribution": "gauss"}, "Input should be 'fixed', 'poisson'"),
         ("noise.fakeVotes", {"distribution": "fixed"}, "distribution 'fixed' needs 'count'"),
         ("noise.fakeVotes", {"distribution": "poisson"}, "distribution 'poisson' needs 'mean'"),
@@ -125,6 +139,14 @@ def test_missing_fields_are_named() -> None:
     message = error_of({"title": "t"})
     assert "spec.choices: is required" in message
     assert "spec.voters: is required" in message
+
+
+def test_voter_lists_from_configmaps() -> None:
+    spec = PollSpec.model_validate(with_change("voters", {"secretRef": {"name": "staff"}}))
+    assert spec.voters.secret_ref is not None
+    assert spec.voters.secret_ref.key == "voters"
+    ids = parse_voter_list("alice\n\n# the board\nbob  \n")
+    assert spec.with_voters(ids).voters.listed == ["alice", "bob"]
 
 
 def test_durations() -> None:
