@@ -13,10 +13,9 @@ from privpoll import randomness, storage, tokens
 from privpoll.ballot_box import AlreadyVoted, PollClosed, QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import services
-from privpoll.noise import epsilon
 from privpoll.openapi import document
 from privpoll.poll import Phase, Poll
-from privpoll.results import VoteCounts, estimate
+from privpoll.results import summarize
 from privpoll.spec import NewPoll, describe, problems
 
 api = Blueprint("api", __name__)
@@ -254,19 +253,4 @@ def results(name: str) -> Response:
         )
     with services().pool.connection() as conn:
         votes, voters, stored = storage.tally(conn, poll.uid)
-    rules = poll.rules
-    p = rules.replacement_probability()
-    choices = estimate(stored, rules.choices, rules.fake_weights(), votes, p)
-    total = sum(stored.values())
-    counts = VoteCounts(
-        total=votes, unique_voters=voters, stored_ballots=total, duplicates=votes - voters
-    )
-    return jsonify(
-        {
-            "phase": phase.value,
-            "choices": [c.model_dump(by_alias=True) for c in choices],
-            "votes": counts.model_dump(by_alias=True),
-            "noise": rules.noise.model_dump(mode="json", by_alias=True, exclude_none=True),
-            "epsilon": epsilon(p, len(rules.choices)),
-        }
-    )
+    return jsonify(summarize(poll.rules, phase.value, votes, voters, stored))

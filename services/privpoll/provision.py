@@ -95,6 +95,18 @@ async def remove_queue(js: JetStreamContext, name: str) -> None:
         await (await registry(js)).purge(name)
 
 
+async def drained(js: JetStreamContext, name: str) -> bool:
+    """Both sinks hold nothing of the poll any more: nothing pending, nothing unacked."""
+    for role in messaging.ROLES:
+        try:
+            info = await js.consumer_info(messaging.stream(name), messaging.consumer(role))
+        except NotFoundError:
+            continue
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
+
+
 async def lookup(js: JetStreamContext, name: str) -> Poll | None:
     try:
         entry = await (await registry(js)).get(name)

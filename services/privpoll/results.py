@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+from privpoll.noise import epsilon
+from privpoll.spec import PollRules
 
 Z95 = 1.959963984540054
 
@@ -68,3 +72,24 @@ def estimate(
             )
         )
     return out
+
+
+def summarize(
+    rules: PollRules, phase: str, votes: int, voters: int, stored: Mapping[str, int]
+) -> dict[str, Any]:
+    """The results document of the API (and of the Poll's status on Kubernetes)."""
+    p = rules.replacement_probability()
+    choices = estimate(stored, rules.choices, rules.fake_weights(), votes, p)
+    counts = VoteCounts(
+        total=votes,
+        unique_voters=voters,
+        stored_ballots=sum(stored.values()),
+        duplicates=votes - voters,
+    )
+    return {
+        "phase": phase,
+        "choices": [c.model_dump(by_alias=True) for c in choices],
+        "votes": counts.model_dump(by_alias=True),
+        "noise": rules.noise.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "epsilon": epsilon(p, len(rules.choices)),
+    }

@@ -22,6 +22,10 @@ class Settings(BaseModel):
     ingest_threads: int = 16
     publish_timeout: float = 5.0
     stream_replicas: int = 1
+    # The operator's view of the sinks it deploys (Kubernetes only).
+    sink_image: str = "privpoll:latest"
+    sink_nats_url: str = Field(default="", description="NATS URL as the sink pods see it")
+    database_secret: str = Field(default="", description="'secret:key' holding the sinks' DSN")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -149,6 +149,31 @@ def close_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
     return run_transaction(conn, work)
 
 
+def update_spec(conn: psycopg.Connection[Any], name: str, spec: PollSpec) -> Poll | None:
+    """Store a changed spec (the caller checked the change is safe)."""
+
+    def work(cur: psycopg.Cursor[Any]) -> Poll | None:
+        cur.execute(
+            "UPDATE polls SET spec = %s WHERE name = %s RETURNING name, uid, spec, closed",
+            (Jsonb(spec.to_document()), name),
+        )
+        row = cur.fetchone()
+        return _poll(row) if row else None
+
+    return run_transaction(conn, work)
+
+
+def delete_poll(conn: psycopg.Connection[Any], poll: Poll) -> None:
+    """The poll's row and every vote row of it, in one transaction."""
+
+    def work(cur: psycopg.Cursor[Any]) -> None:
+        cur.execute("DELETE FROM actors WHERE poll = %s", (poll.uid,))
+        cur.execute("DELETE FROM ballots WHERE poll = %s", (poll.uid,))
+        cur.execute("DELETE FROM polls WHERE uid = %s", (poll.uid,))
+
+    run_transaction(conn, work)
+
+
 def write_actors(
     conn: psycopg.Connection[Any], poll: uuid.UUID, rows: Iterable[tuple[uuid.UUID, str]]
 ) -> None:

@@ -1,0 +1,1 @@
+"""The privpoll Kubernetes operator: Poll resources reconciled by kopf."""

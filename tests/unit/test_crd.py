@@ -1,0 +1,51 @@
+"""The committed Poll CRD is the one the spec model generates; the sink Deployments are sound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from privpoll.settings import Settings
+from privpoll_operator import crd, deployments
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_crd_matches_the_model() -> None:
+    committed = (ROOT / "crds" / "poll.yaml").read_text()
+    assert committed == crd.render(), (
+        "crds/poll.yaml is stale: run `python -m privpoll_operator.crd > crds/poll.yaml`"
+    )
+
+
+def test_crd_schema_is_structural() -> None:
+    def walk(node: dict[str, object], path: str) -> None:
+        assert "anyOf" not in node, path
+        assert "$ref" not in node, path
+        loose = node.get("x-kubernetes-preserve-unknown-fields") is True
+        assert "type" in node or loose, f"{path} has no type"
+        for name, child in (node.get("properties") or {}).items():  # type: ignore[attr-defined]
+            walk(child, f"{path}.{name}")
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]")  # type: ignore[arg-type]
+
+    walk(crd.spec_schema(), "spec")
+
+
+def test_sink_deployment_runs_the_sink_of_one_poll_unprivileged() -> None:
+    settings = Settings(
+        nats_url="nats://nats:4222", database_secret="privpoll-db:url", sink_image="privpoll:1"
+    )
+    body = deployments.sink("lunch", "ballots", settings)
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "privpoll:1"
+    assert [*container["command"], *container["args"]] == [
+        "privpoll", "sink", "ballots", "--poll", "lunch"
+    ]  # fmt: skip
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PRIVPOLL_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "privpoll-db",
+        "key": "url",
+    }
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert body["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert body["spec"]["selector"]["matchLabels"]["privpoll.dev/poll"] == "lunch"
