@@ -1,0 +1,313 @@
+"""The operator's reactions to Poll resources. Run with ``kopf run --standalone -m
+privpoll_operator.handlers``.
+
+Each handler is thin: it turns the resource into a PollSpec, calls the provisioning code that
+``privpoll up`` uses too, and reports in the Poll's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+import psycopg
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import Error as JetStreamError
+from pydantic import ValidationError
+
+from privpoll import messaging, provision, randomness, storage
+from privpoll.poll import Phase, Poll
+from privpoll.results import summarize
+from privpoll.settings import Settings
+from privpoll.spec import PollSpec, describe, parse_voter_list, problems
+from privpoll_operator import deployments, kube
+from privpoll_operator.conditions import set_condition
+from privpoll_operator.crd import GROUP, PLURAL, VERSION
+
+TRANSIENT = (psycopg.OperationalError, NatsError, JetStreamError, OSError, TimeoutError)
+TIMER_INTERVAL = 3.0
+
+
+class Operator:
+    """What the handlers share: settings and one NATS connection, opened on demand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._nc: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def jetstream(self) -> JetStreamContext:
+        async with self._lock:
+            if self._nc is None or self._nc.is_closed:
+                try:
+                    self._nc = await messaging.connect(self.settings.nats_url, "privpoll-operator")
+                except Exception as error:
+                    raise kopf.TemporaryError(
+                        f"NATS is not reachable: {error}", delay=10
+                    ) from error
+        if not self._nc.is_connected:
+            raise kopf.TemporaryError("NATS is reconnecting", delay=5)
+        return self._nc.jetstream()
+
+    def database(self) -> psycopg.Connection[Any]:
+        try:
+            return storage.connect(self.settings.database_url)
+        except psycopg.OperationalError as error:
+            raise kopf.TemporaryError(
+                f"the database is not reachable: {error}", delay=10
+            ) from error
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+
+def operator_of(memo: Any) -> Operator:
+    found: Operator = memo["operator"]
+    return found
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/cleanup"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 60
+    config = Settings.from_env()
+    if not config.nats_url or not config.database_url:
+        raise kopf.PermanentError("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
+    await asyncio.to_thread(kube.load_config)
+    await asyncio.to_thread(_migrate, config)
+    memo["operator"] = Operator(config)
+
+
+def _migrate(config: Settings) -> None:
+    with storage.connect(config.database_url) as conn:
+        storage.migrate(conn)
+
+
+@kopf.on.cleanup()
+async def disconnect(memo: Any, **_: Any) -> None:
+    if "operator" in memo:
+        await operator_of(memo).close()
+
+
+def _fail(patch: kopf.Patch, status: kopf.Status, reason: str, message: str) -> None:
+    patch.status["phase"] = "Failed"
+    patch.status["conditions"] = set_condition(
+        status.get("conditions"), "Ready", False, reason, message
+    )
+
+
+async def _spec_of(spec: kopf.Spec, namespace: str) -> PollSpec:
+    """The resource's spec as the model, with a ConfigMap/Secret voter list read in."""
+    document = _plain(spec)
+    try:
+        parsed = PollSpec.model_validate(document)
+    except ValidationError as error:
+        raise kopf.PermanentError(describe(problems(error, "spec."))) from error
+    voters = parsed.voters
+    ref, kind = (
+        (voters.config_map_ref, "ConfigMap")
+        if voters.config_map_ref
+        else (voters.secret_ref, "Secret")
+    )
+    if ref is None:
+        return parsed
+    text = await asyncio.to_thread(kube.read_key, namespace, kind, ref.name, ref.key)
+    if text is None:
+        raise kopf.TemporaryError(
+            f"voters: {kind} {ref.name!r} with key {ref.key!r} not found in {namespace}", delay=15
+        )
+    try:
+        return parsed.with_voters(parse_voter_list(text))
+    except ValidationError as error:
+        raise kopf.PermanentError(
+            f"voters in {kind} {ref.name}: {describe(problems(error, 'spec.'))}"
+        ) from error
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict | kopf.Spec) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unsafe_change(old: Poll, new: PollSpec, old_voters: list[str], votes: int) -> str | None:
+    """Why a change may not apply now, or None. Before the first vote anything goes."""
+    if votes == 0:
+        return None
+    rules = new.rules()
+    if rules.choices != old.rules.choices:
+        return "choices cannot change after the first vote"
+    if rules.noise != old.rules.noise:
+        return "noise cannot change after the first vote (the estimates would be wrong)"
+    if rules.duplicates != old.rules.duplicates:
+        return "duplicates cannot change after the first vote"
+    removed = set(old_voters) - set(new.voters.listed)
+    if removed:
+        return f"{len(removed)} voters cannot be removed after the first vote; only add voters"
+    return None
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(
+    spec: kopf.Spec,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Provision the poll and its sinks; apply safe spec changes, refuse unsafe ones."""
+    op = operator_of(memo)
+    namespace = namespace or "default"
+    try:
+        wanted = await _spec_of(spec, namespace)
+    except kopf.PermanentError as error:
+        _fail(patch, status, "InvalidSpec", str(error))
+        raise
+    try:
+        js = await op.jetstream()
+        with op.database() as conn:
+            await asyncio.to_thread(storage.migrate, conn)
+            existing = await asyncio.to_thread(storage.get_poll, conn, name)
+            owned = status.get("pollUid")
+            if existing is not None and owned and str(existing.uid) != owned:
+                reason = f"a poll named {name!r} exists already (another namespace?)"
+                _fail(patch, status, "NameTaken", reason)
+                raise kopf.PermanentError(reason)
+            if existing is None:
+                poll = Poll(
+                    name=name,
+                    uid=randomness.new_id(),
+                    rules=wanted.rules(),
+                    eligible=len(wanted.voters.listed),
+                )
+                stored = await provision.provision(
+                    js, conn, poll, wanted, replicas=op.settings.stream_replicas
+                )
+            else:
+                votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
+                old_voters = await asyncio.to_thread(storage.voter_ids, conn, name)
+                refused = _unsafe_change(existing, wanted, old_voters, votes)
+                if refused:
+                    patch.status["conditions"] = set_condition(
+                        status.get("conditions"), "Ready", False, "UnsafeChange", refused
+                    )
+                    raise kopf.PermanentError(refused)
+                updated = await asyncio.to_thread(storage.update_spec, conn, name, wanted)
+                assert updated is not None
+                stored = await provision.provision(
+                    js, conn, updated, wanted, replicas=op.settings.stream_replicas
+                )
+    except TRANSIENT as error:
+        raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
+
+    for role in messaging.ROLES:
+        manifest = deployments.sink(name, role, op.settings)
+        kopf.adopt(manifest, owner=body)
+        await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
+
+    conditions = status.get("conditions")
+    conditions = set_condition(
+        conditions,
+        "Provisioned",
+        True,
+        "Provisioned",
+        "stream, consumers, KV bucket and rows exist",
+    )
+    phase = stored.phase()
+    conditions = set_condition(
+        conditions, "Open", phase is Phase.OPEN, phase.value, f"the poll is {phase.value.lower()}"
+    )
+    conditions = set_condition(
+        conditions, "Ready", True, "SinksDeployed", "both sink Deployments are in place"
+    )
+    patch.status["pollUid"] = str(stored.uid)
+    patch.status["phase"] = phase.value
+    patch.status["conditions"] = conditions
+    patch.status["observedGeneration"] = meta.get("generation")
+    logger.info("poll %s reconciled (%s)", name, phase.value)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
+async def follow(
+    name: str,
+    namespace: str | None,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """Open and close on schedule, report turnout, and after close drain and stop the sinks."""
+    if not status.get("pollUid") or status.get("sinks") == "Stopped":
+        return
+    op = operator_of(memo)
+    namespace = namespace or "default"
+    try:
+        js = await op.jetstream()
+        with op.database() as conn:
+            poll = await asyncio.to_thread(storage.get_poll, conn, name)
+            if poll is None:
+                return
+            phase = poll.phase()
+            if phase is Phase.CLOSED and not poll.closed:
+                # closesAt passed: stop the stream taking votes, as an explicit close does.
+                poll = await provision.close(js, conn, name, replicas=op.settings.stream_replicas)
+                assert poll is not None
+            votes, voters, stored = await asyncio.to_thread(storage.tally, conn, poll.uid)
+            drained = phase is Phase.CLOSED and await provision.drained(js, name)
+    except TRANSIENT as error:
+        raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
+
+    patch.status["phase"] = phase.value
+    patch.status["turnout"] = {"eligible": poll.eligible, "voters": voters, "votes": votes}
+    patch.status["conditions"] = set_condition(
+        status.get("conditions"),
+        "Open",
+        phase is Phase.OPEN,
+        phase.value,
+        f"the poll is {phase.value.lower()}",
+    )
+    if drained:
+        patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
+        for role in messaging.ROLES:
+            await asyncio.to_thread(
+                kube.scale_deployment, namespace, deployments.name_of(name, role), 0
+            )
+        patch.status["sinks"] = "Stopped"
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def remove(
+    spec: kopf.Spec, name: str, namespace: str | None, status: kopf.Status, memo: Any, **_: Any
+) -> None:
+    """Delete the sinks, the stream and KV bucket; the vote rows too if retention says so."""
+    op = operator_of(memo)
+    namespace = namespace or "default"
+    for role in messaging.ROLES:
+        await asyncio.to_thread(kube.delete_deployment, namespace, deployments.name_of(name, role))
+    if not status.get("pollUid"):
+        return
+    try:
+        js = await op.jetstream()
+        await provision.remove_queue(js, name)
+        if spec.get("retention") == "delete":
+            with op.database() as conn:
+                poll = await asyncio.to_thread(storage.get_poll, conn, name)
+                if poll is not None and str(poll.uid) == status.get("pollUid"):
+                    await asyncio.to_thread(storage.delete_poll, conn, poll)
+    except TRANSIENT as error:
+        raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
