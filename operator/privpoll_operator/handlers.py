@@ -199,7 +199,9 @@ async def reconcile(
                     js, conn, poll, wanted, replicas=op.settings.stream_replicas
                 )
             else:
-                votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
+                # Votes count from the moment they are queued, not when the sinks store them.
+                stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
+                votes = max(stored_votes, await provision.envelopes_published(js, name))
                 old_voters = await asyncio.to_thread(storage.voter_ids, conn, name)
                 refused = _unsafe_change(existing, wanted, old_voters, votes)
                 if refused:

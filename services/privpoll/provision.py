@@ -95,6 +95,15 @@ async def remove_queue(js: JetStreamContext, name: str) -> None:
         await (await registry(js)).purge(name)
 
 
+async def envelopes_published(js: JetStreamContext, name: str) -> int:
+    """How many votes ever entered the poll's stream, stored by the sinks yet or not."""
+    try:
+        info = await js.stream_info(messaging.stream(name))
+    except NotFoundError:
+        return 0
+    return int(info.state.last_seq or 0)
+
+
 async def drained(js: JetStreamContext, name: str) -> bool:
     """Both sinks hold nothing of the poll any more: nothing pending, nothing unacked."""
     for role in messaging.ROLES:

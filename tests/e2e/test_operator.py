@@ -24,7 +24,7 @@ import httpx
 import pytest
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from privpoll import messaging
+from privpoll import messaging, storage
 from privpoll.embedded import NatsServer, PostgresServer, free_port
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 from tests.integration.conftest import nats, postgres
@@ -104,7 +104,7 @@ def start_operator(procs: Processes, env: dict[str, str]) -> int:
 
 def _ok(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=2).status_code == 200
+        return bool(httpx.get(url, timeout=2).status_code == 200)
     except httpx.HTTPError:
         return False
 
@@ -242,6 +242,24 @@ def test_poll_lifecycle_through_kubectl(
         )
         assert answer.status_code == 202, answer.text
 
+    # After the first vote the choices may not change; the title may.
+    plane.kubectl(
+        "patch", "poll", "lunch", "--type", "merge",
+        "-p", json.dumps({"spec": {"choices": ["pizza", "sushi"], "title": "Friday lunch"}}),
+    )  # fmt: skip
+
+    def refused() -> dict[str, Any] | None:
+        found = condition(plane.get("poll", "lunch"), "Ready")
+        return found if found and found["reason"] == "UnsafeChange" else None
+
+    assert "choices cannot change after the first vote" in wait_for(refused, "a refusal")["message"]
+    plane.kubectl(
+        "patch", "poll", "lunch", "--type", "merge",
+        "-p", json.dumps({"spec": {"choices": ["pizza", "sushi", "tacos"]}}),
+    )  # fmt: skip
+    wait_for(ready, "the Poll to be Ready again")
+    assert http.get("/api/v1/polls/lunch").json()["spec"]["title"] == "Friday lunch"
+
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     plane.kubectl(
         "patch", "poll", "lunch", "--type", "merge",
@@ -271,12 +289,40 @@ def test_poll_lifecycle_through_kubectl(
         deployment = plane.get("deployment", f"privpoll-lunch-{role}")
         assert deployment["spec"]["replicas"] == 0, "sinks are scaled to zero after the drain"
 
+    listed = plane.kubectl("get", "pp").stdout
+    assert "lunch" in listed
+    assert "Closed" in listed
+
     plane.kubectl("delete", "poll", "lunch", "--timeout=60s")
     for role in messaging.ROLES:
         gone = plane.kubectl("get", "deployment", f"privpoll-lunch-{role}", check=False)
         assert gone.returncode != 0
     assert queue_objects(nats.url, "lunch") == (False, [], False)
     assert "Traceback" not in procs.log("operator")
+
+
+def test_voters_from_a_configmap_and_retention_delete(
+    control_plane: ControlPlane,
+    nats: NatsServer,
+    postgres: PostgresServer,
+    procs: Processes,
+) -> None:
+    plane = control_plane
+    plane.kubectl("apply", "-f", str(ROOT / "crds" / "poll.yaml"))
+    plane.kubectl("wait", "--for=condition=Established", "crd/polls.privpoll.dev", "--timeout=60s")
+    start_operator(procs, operator_env(plane, nats, postgres))
+    plane.kubectl("apply", "-f", str(ROOT / "examples" / "poll-long-list.yaml"))
+
+    def ready() -> dict[str, Any] | None:
+        found = condition(plane.get("poll", "offsite"), "Ready")
+        return found if found and found["status"] == "True" else None
+
+    wait_for(ready, "the offsite Poll to turn Ready")
+    with storage.connect(postgres.dsn) as conn:
+        assert storage.voter_ids(conn, "offsite") == ["ada", "grace", "edsger", "barbara", "donald"]
+    plane.kubectl("delete", "poll", "offsite", "--timeout=60s")
+    with storage.connect(postgres.dsn) as conn:
+        assert storage.get_poll(conn, "offsite") is None, "retention: delete removes the rows"
 
 
 def test_invalid_polls_are_refused_with_a_reason(
