@@ -36,7 +36,7 @@ fi
 # Version of a module as pinned by the go.mod in directory $1.
 mod_version() {
     (cd "$1" && go list -m -f '{{.Version}}' "$2") \
-        || die "cannot resolve $2 in $1/go.mod (offline and not in the module cache?)"
+        || die "cannot resolve $2 from $1/go.mod (see the go error above; offline with a cold module cache?)"
 }
 
 ETCD_VERSION="$(mod_version "$HERE/etcd" go.etcd.io/etcd/server/v3)"

@@ -126,6 +126,9 @@ class ControlPlane:
                 "--etcd-servers", etcd_url,
                 "--bind-address", "127.0.0.1",
                 "--advertise-address", "127.0.0.1",
+                # A loopback address cannot back the kubernetes Service's endpoints.
+                "--endpoint-reconciler-type", "none",
+                "--profiling=false",
                 "--secure-port", str(secure_port),
                 "--cert-dir", str(self.root / "certs"),
                 "--authorization-mode", "RBAC",
