@@ -11,12 +11,10 @@ from typing import Any
 
 import yaml
 
+from privpoll.cluster import GROUP, KIND, PLURAL, VERSION
 from privpoll.spec import PollSpec
 
-GROUP = "privpoll.dev"
-VERSION = "v1alpha1"
-PLURAL = "polls"
-KIND = "Poll"
+__all__ = ["GROUP", "KIND", "PLURAL", "VERSION", "poll_crd", "render", "spec_schema"]
 
 # Cross-field checks the API server makes before the operator ever sees the object.
 _RULES: dict[tuple[str, ...], list[dict[str, str]]] = {

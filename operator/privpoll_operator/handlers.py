@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
-from privpoll import messaging, provision, randomness, storage
+from privpoll import cluster, messaging, provision, randomness, storage
 from privpoll.poll import Phase, Poll
 from privpoll.results import summarize
 from privpoll.settings import Settings
@@ -79,7 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     config = Settings.from_env()
     if not config.nats_url or not config.database_url:
         raise kopf.PermanentError("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
-    await asyncio.to_thread(kube.load_config)
+    await asyncio.to_thread(cluster.load_config)
     await asyncio.to_thread(_migrate, config)
     memo["operator"] = Operator(config)
 

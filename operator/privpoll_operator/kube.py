@@ -6,15 +6,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-
-
-def load_config() -> None:
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
 
 
 def apply_deployment(namespace: str, body: dict[str, Any]) -> None:

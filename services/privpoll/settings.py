@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +23,10 @@ class Settings(BaseModel):
     ingest_threads: int = 16
     publish_timeout: float = 5.0
     stream_replicas: int = 1
+    # Who provisions a poll created through the API: the ingest itself ("local"), or the
+    # operator, for which the API creates a Poll resource in `namespace` ("kubernetes").
+    control_plane: Literal["local", "kubernetes"] = "local"
+    namespace: str = "default"
     # The operator's view of the sinks it deploys (Kubernetes only).
     sink_image: str = "privpoll:latest"
     sink_nats_url: str = Field(default="", description="NATS URL as the sink pods see it")
