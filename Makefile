@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration clean
+.PHONY: install run test lint typecheck unit integration chaos clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ unit: install
 
 integration: install
 	$(BIN)/pytest -q tests/integration
+
+# The fault suite at full size (make test runs it small); figures in test-artifacts/chaos.json.
+chaos: install
+	PRIVPOLL_CHAOS_VOTES=2000 $(BIN)/pytest -q tests/integration/test_chaos.py tests/integration/test_faults.py
 
 test: lint typecheck
 	$(BIN)/pytest -q -ra tests
