@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos clean
+.PHONY: install run test lint typecheck unit integration chaos bench clean
 
 install: $(STAMP)
 
@@ -40,6 +40,12 @@ integration: install
 # The fault suite at full size (make test runs it small); figures in test-artifacts/chaos.json.
 chaos: install
 	PRIVPOLL_CHAOS_VOTES=2000 $(BIN)/pytest -q tests/integration/test_chaos.py tests/integration/test_faults.py
+
+# Benchmarks, never part of make test: ratios against baselines measured in the same run.
+bench: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } || \
+		{ echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -m bench.run
 
 test: lint typecheck
 	$(BIN)/pytest -q -ra tests
