@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos bench clean
+.PHONY: install run test lint typecheck unit integration chaos bench chromium clean
 
 install: $(STAMP)
 
@@ -47,7 +47,16 @@ bench: install
 		{ echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run
 
-test: lint typecheck
+# The browser tests (tests/e2e) drive Debian's Chromium; Playwright never downloads one.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "The browser tests need Chromium: run 'sudo apt-get install chromium' (they skip without it)"; \
+		fi
+
+test: lint typecheck chromium
 	$(BIN)/pytest -q -ra tests
 
 clean:

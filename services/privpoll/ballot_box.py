@@ -20,7 +20,12 @@ from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+)
 from nats.js.kv import KeyValue
 
 from privpoll import messaging, provision, tokens
@@ -148,6 +153,30 @@ class BallotBox:
                 messaging.voters_bucket(poll.name)
             )
         return bucket
+
+    async def reserved(self, poll: Poll) -> set[str]:
+        """Reservation keys of the voters who voted (``prevent`` mode; empty in ``detect``)."""
+        if poll.rules.duplicates != "prevent":
+            return set()
+        try:
+            return set(await (await self._voters_bucket(poll)).keys())
+        except (NoKeysError, BucketNotFoundError):
+            return set()
+        except (NatsTimeout, ConnectionClosedError, NoRespondersError) as error:
+            raise QueueDown(type(error).__name__) from error
+
+    async def has_voted(self, poll: Poll, voter: str) -> bool:
+        """Whether ``voter`` holds a reservation, i.e. voted (``prevent`` mode only)."""
+        if poll.rules.duplicates != "prevent":
+            return False
+        try:
+            bucket = await self._voters_bucket(poll)
+            await bucket.get(tokens.reservation_key(poll.uid, voter))
+        except (KeyNotFoundError, BucketNotFoundError):
+            return False
+        except (NatsTimeout, ConnectionClosedError, NoRespondersError) as error:
+            raise QueueDown(type(error).__name__) from error
+        return True
 
     async def cast(self, poll: Poll, voter: str, choice: str) -> None:
         """Queue one vote durably; returns only after JetStream acked its envelope."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from datetime import timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, render_template, request
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
@@ -15,6 +16,7 @@ from privpoll.ballot_box import BallotBox
 from privpoll.errors import ApiError
 from privpoll.metrics import Metrics
 from privpoll.settings import Settings
+from privpoll.tokens import derived_key
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +80,21 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 8 << 20
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["privpoll"] = Services(settings)
+    # The web pages' session cookie (privpoll.pages): signed, never readable by scripts.
+    app.secret_key = derived_key(settings.secret_bytes, "pages session")
+    app.config.update(
+        SESSION_COOKIE_NAME="privpoll_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.base_url.startswith("https://"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+    )
 
     from privpoll.api import api
+    from privpoll.pages import pages
 
     app.register_blueprint(api)
+    app.register_blueprint(pages)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
@@ -89,19 +102,33 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(error.body()), error.status, error.headers
 
     @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> tuple[Response, int]:
+    def _http_error(error: HTTPException) -> tuple[Response | str, int]:
         code = (error.name or "error").lower().replace(" ", "_")
         message = error.description or error.name
         if error.code == 413:
             message = "request body is too large"
+        if _wants_page():
+            page = render_template("error.html", title=error.name, message=error.description)
+            return page, error.code or 500
         return jsonify({"error": {"code": code, "message": message}}), error.code or 500
 
     @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> tuple[Response, int]:
+    def _unexpected(error: Exception) -> tuple[Response | str, int]:
         log.error("unexpected %s on %s %s", type(error).__name__, request.method, request.path)
+        if _wants_page():
+            message = "Something went wrong on the server; its log has more. Please try again."
+            return render_template("error.html", title="Server error", message=message), 500
         body: dict[str, Any] = {
             "error": {"code": "internal", "message": "internal error; the server log has more"}
         }
         return jsonify(body), 500
 
     return app
+
+
+def _wants_page() -> bool:
+    """A browser asking for a page (not the API) gets an HTML error page."""
+    if request.path.startswith("/api/"):
+        return False
+    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
+    return best == "text/html"

@@ -93,3 +93,21 @@ def summarize(
         "noise": rules.noise.model_dump(mode="json", by_alias=True, exclude_none=True),
         "epsilon": epsilon(p, len(rules.choices)),
     }
+
+
+def expected_margin(voters: int, choices: int, fake_mean: float, p: float = 0.0) -> float:
+    """The 95% half-width a poll can expect before anyone votes, in votes.
+
+    DESIGN.md's sigma_j for a choice that gets an even share (n/m) of ``voters`` real votes, with
+    the expected number of fake ballots F = n·E[K] spread uniformly over the ``choices``: what
+    the creation form previews (its JavaScript mirrors this).
+    """
+    if voters <= 0 or choices < 1:
+        return 0.0
+    m, n = choices, float(voters)
+    w = 1 / m
+    c = n / m
+    fakes = n * fake_mean
+    a, b = 1 - p + p / m, p / m
+    variance = (fakes * w * (1 - w) + c * a * (1 - a) + (n - c) * b * (1 - b)) / (1 - p) ** 2
+    return Z95 * math.sqrt(variance)

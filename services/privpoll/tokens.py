@@ -25,3 +25,14 @@ def same_secret(expected: str, given: str) -> bool:
 def reservation_key(poll_uid: uuid.UUID, voter: str) -> str:
     """The KV key that reserves a voter in `prevent` mode (no voter id in NATS key names)."""
     return hashlib.sha256(poll_uid.bytes + voter.encode()).hexdigest()
+
+
+def derived_key(secret: bytes, label: str) -> bytes:
+    """A key for one purpose (e.g. signing the pages' session cookie) from the server secret."""
+    return hmac.new(secret, f"privpoll {label}".encode(), hashlib.sha256).digest()
+
+
+def fingerprint(secret: bytes, admin_token: str) -> str:
+    """Names the admin token in a session cookie: a new admin token signs every session out."""
+    key = derived_key(secret, "admin session")
+    return hmac.new(key, admin_token.encode(), hashlib.sha256).hexdigest()
