@@ -1,7 +1,8 @@
 """The Poll CustomResourceDefinition, its schema generated from the model the API validates with.
 
-``python -m privpoll_operator.crd > crds/poll.yaml`` writes it; a test fails when the committed
-file and the model drift apart.
+``python -m privpoll_operator.crd > crds/poll.yaml`` writes it, and the same output goes to
+``charts/privpoll/crds/poll.yaml`` (helm installs it from there); a test fails when either
+committed file and the model drift apart.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ from typing import Any
 from privpoll import messaging
 from privpoll.settings import Settings
 
+# Where the sinks find the database's CA certificate; a TLS DSN names it in sslrootcert.
+DATABASE_CA_DIR = "/etc/privpoll/database-ca"
+
 
 def name_of(poll: str, role: messaging.Role) -> str:
     return f"privpoll-{poll}-{role}"
@@ -42,6 +45,44 @@ def sink_env(settings: Settings) -> list[dict[str, Any]]:
 def sink(poll: str, role: messaging.Role, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """A Deployment running one sink of one poll: ``privpoll sink ROLE --poll NAME``."""
     selector = labels(poll, role)
+    container: dict[str, Any] = {
+        "name": "sink",
+        "image": settings.sink_image,
+        "command": ["privpoll"],
+        "args": ["sink", role, "--poll", poll],
+        "env": sink_env(settings),
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "128Mi"},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+    }
+    if settings.database_ca_secret:
+        container["volumeMounts"] = [
+            {"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": True}
+        ]
+        pod["volumes"] = [
+            {
+                "name": "database-ca",
+                "secret": {
+                    "secretName": settings.database_ca_secret,
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                },
+            }
+        ]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -53,32 +94,7 @@ def sink(poll: str, role: messaging.Role, settings: Settings, replicas: int = 1)
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": selector},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "sink",
-                            "image": settings.sink_image,
-                            "command": ["privpoll"],
-                            "args": ["sink", role, "--poll", poll],
-                            "env": sink_env(settings),
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "64Mi"},
-                                "limits": {"cpu": "1", "memory": "128Mi"},
-                            },
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
+                "spec": pod,
             },
         },
     }

@@ -76,6 +76,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.persistence.finalizer = f"{GROUP}/cleanup"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
+    # Least privilege: the chart's Role grants no cluster-wide reads, so kopf must not watch
+    # CRDs or namespaces. The CRD is in place before the operator starts (helm's crds/).
+    settings.scanning.disabled = True
     config = Settings.from_env()
     if not config.nats_url or not config.database_url:
         raise kopf.PermanentError("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")

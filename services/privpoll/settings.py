@@ -31,6 +31,9 @@ class Settings(BaseModel):
     sink_image: str = "privpoll:latest"
     sink_nats_url: str = Field(default="", description="NATS URL as the sink pods see it")
     database_secret: str = Field(default="", description="'secret:key' holding the sinks' DSN")
+    database_ca_secret: str = Field(
+        default="", description="Secret whose ca.crt the sinks mount (a DSN with sslrootcert)"
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from privpoll.settings import Settings
 from privpoll_operator import crd, deployments
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_committed_crd_matches_the_model() -> None:
-    committed = (ROOT / "crds" / "poll.yaml").read_text()
+@pytest.mark.parametrize("path", ["crds/poll.yaml", "charts/privpoll/crds/poll.yaml"])
+def test_committed_crd_matches_the_model(path: str) -> None:
+    committed = (ROOT / path).read_text()
     assert committed == crd.render(), (
-        "crds/poll.yaml is stale: run `python -m privpoll_operator.crd > crds/poll.yaml`"
+        f"{path} is stale: run `python -m privpoll_operator.crd > {path}`"
     )
 
 
@@ -49,3 +52,19 @@ def test_sink_deployment_runs_the_sink_of_one_poll_unprivileged() -> None:
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert body["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     assert body["spec"]["selector"]["matchLabels"]["privpoll.dev/poll"] == "lunch"
+
+
+def test_sinks_mount_the_database_ca_when_the_dsn_verifies_the_server() -> None:
+    settings = Settings(
+        nats_url="nats://nats:4222",
+        database_secret="privpoll-database:url",
+        database_ca_secret="privpoll-database-ca",
+    )
+    pod = deployments.sink("lunch", "actors", settings)["spec"]["template"]["spec"]
+    mount = pod["containers"][0]["volumeMounts"][0]
+    assert mount["mountPath"] == deployments.DATABASE_CA_DIR
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"] == "privpoll-database-ca"
+    plain = deployments.sink("lunch", "actors", Settings(nats_url="nats://nats:4222"))
+    assert "volumes" not in plain["spec"]["template"]["spec"]
