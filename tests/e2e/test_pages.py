@@ -93,6 +93,12 @@ def test_a_poll_from_sign_in_to_results(browser: Browser, site: System) -> None:
     assert len(links) == 5
     expect(page.get_by_role("button", name="Copy", exact=True).first).to_be_visible()
     shot(page, "03-poll")
+    page.get_by_role("link", name="Polls", exact=True).click()
+    expect(page.get_by_role("row", name=re.compile("Where do we eat on Friday"))).to_contain_text(
+        "0 of 5"
+    )
+    shot(page, "03-polls-list")
+    page.get_by_role("link", name="Where do we eat on Friday?").click()
     invitations = creator.request.get(f"{site.url}/polls/friday/invitations.csv")
     assert invitations.ok
     assert invitations.text().splitlines()[1:] == [
