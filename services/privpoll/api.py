@@ -8,10 +8,12 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from privpoll import polls, tokens
+from privpoll import polls, provision, remix, storage, tokens
+from privpoll.ballot_box import QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import services
 from privpoll.openapi import document
+from privpoll.poll import Phase
 from privpoll.spec import describe, problems
 
 api = Blueprint("api", __name__)
@@ -140,3 +142,36 @@ def vote(name: str) -> tuple[Response, int]:
 @api.get("/api/v1/polls/<name>/results")
 def results(name: str) -> Response:
     return jsonify(polls.results_of(polls.stored_poll(name), admin=_is_admin()))
+
+
+@api.post("/api/v1/polls/<name>/remix")
+def remix_poll(name: str) -> Response:
+    """Rewrite a closed, drained poll's rows with fresh ids in one transaction, then vacuum."""
+    _require_admin()
+    svc = services()
+
+    async def drain() -> provision.Drain:
+        return await provision.drain(await svc.box.jetstream(), name)
+
+    with svc.pool.connection() as conn:
+        poll = storage.get_poll(conn, name)
+        if poll is None:
+            raise ApiError(404, "poll_not_found", f"there is no poll named {name!r}")
+        try:
+            if poll.phase() is Phase.CLOSED and not poll.closed:
+                # closesAt passed: the stream must stop taking votes before the rewrite.
+                poll = svc.box.call(svc.box.close(conn, name)) or poll
+            state = svc.box.call(drain())
+        except QueueDown as error:
+            raise ApiError(
+                503,
+                "queue_unavailable",
+                "NATS cannot say whether the sinks drained the poll; try again in a few seconds",
+                headers={"Retry-After": "5"},
+            ) from error
+        refused = remix.refusal(poll, state)
+        if refused is not None:
+            retry = {"Retry-After": "5"} if refused.retry else None
+            raise ApiError(409, refused.code, str(refused), headers=retry)
+        done = remix.remix(conn, poll)
+    return jsonify(done.to_json())

@@ -97,9 +97,22 @@ def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
         asyncio.run(runner.run())
 
 
+@main.command(hidden=True)
+def remixer() -> None:
+    """Remix every poll once it closed and drained (privpoll up runs this)."""
+    from privpoll.remix import Watcher
+
+    settings = _settings()
+    if not settings.nats_url or not settings.database_url:
+        raise click.ClickException("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
+    watcher = Watcher(settings.nats_url, settings.database_url, replicas=settings.stream_replicas)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watcher.run())
+
+
 @main.group()
 def poll() -> None:
-    """Create, list, close polls; hand out invitations."""
+    """Create, list, close, remix polls; hand out invitations."""
 
 
 def _read_poll_file(path: Path) -> dict[str, Any]:
@@ -144,6 +157,13 @@ def poll_invitations(name: str) -> None:
 def poll_close(name: str) -> None:
     closed = _call("POST", f"/api/v1/polls/{name}/close")
     click.echo(f"poll {closed['name']} is {closed['phase']}")
+
+
+@poll.command("remix")
+@click.argument("name")
+def poll_remix(name: str) -> None:
+    """Rewrite a closed poll's rows with fresh ids now (privpoll up does it at close)."""
+    click.echo(_call("POST", f"/api/v1/polls/{name}/remix")["message"])
 
 
 @main.command()
@@ -192,6 +212,97 @@ def results(name: str, as_json: bool) -> None:
         "The numbers are estimates: fake ballots are mixed in on purpose so no one can tell who "
         "voted how; the true count lies in the interval 95% of the time."
     )
+
+
+def _database_url(settings: Settings) -> str:
+    """PRIVPOLL_DATABASE_URL, else the PostgreSQL that `privpoll up` runs in the data folder."""
+    if settings.database_url:
+        return settings.database_url
+    port = settings.data_dir / "postgres" / "postgres.port"
+    if not port.exists():
+        raise click.ClickException(
+            f"no database: set PRIVPOLL_DATABASE_URL, or run in the folder of `privpoll up` "
+            f"(its data folder {settings.data_dir} has no PostgreSQL)"
+        )
+    from privpoll.embedded import PostgresServer
+
+    return PostgresServer(port.parent).dsn
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option(
+    "--record",
+    "record_to",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="copy the tables into DIR whenever they change, until Ctrl-C",
+)
+@click.option(
+    "--snapshots",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="copies taken while voting went on (by --record)",
+)
+@click.option("--offline", is_flag=True, help="use the snapshots only, not the database now")
+@click.option("--interval", default=0.05, show_default=True, help="seconds between copies")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {voter: choice} of a test run, to measure the attacker's real accuracy",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
+def audit(
+    name: str | None,
+    record_to: Path | None,
+    snapshots: Path | None,
+    offline: bool,
+    interval: float,
+    truth: Path | None,
+    as_json: bool,
+) -> None:
+    """Attack a poll the way a database thief would, and say what it reveals.
+
+    Reads the vote tables with their hidden columns (xmin and ctid, or CockroachDB's MVCC
+    timestamp) and, with --snapshots, copies taken during voting; links voters to ballots by
+    transaction and by what appeared between copies, and reports every voter's posterior over
+    the choices in aggregate: the largest, how many are certain, the attacker's accuracy.
+    """
+    from privpoll import audit as auditing
+
+    settings = _settings()
+    if record_to is not None:
+        dsn = _database_url(settings)
+        click.echo(f"recording snapshots into {record_to}; stop with Ctrl-C", err=True)
+        kept = 0
+        with contextlib.suppress(KeyboardInterrupt):
+            kept = auditing.record(dsn, record_to, interval=interval, polls=[name] if name else [])
+        click.echo(f"{kept} snapshots in {record_to}", err=True)
+        return
+    if name is None:
+        raise click.ClickException("name the poll to audit (or give --record DIR)")
+    dumps = auditing.load(snapshots) if snapshots else []
+    if not offline:
+        import psycopg
+
+        try:
+            with psycopg.connect(_database_url(settings), autocommit=True) as conn:
+                dumps.append(auditing.read(conn))
+        except psycopg.OperationalError as error:
+            if not dumps:
+                raise click.ClickException(f"cannot read the database: {error}") from error
+            click.echo("the database is not reachable: auditing the snapshots only", err=True)
+    if not dumps:
+        raise click.ClickException("nothing to audit: give --snapshots or drop --offline")
+    try:
+        result, spec = auditing.inference(name, dumps)
+    except LookupError as error:
+        raise click.ClickException(str(error)) from error
+    known = json.loads(truth.read_text()) if truth else None
+    found = auditing.summarize(name, result, spec, known)
+    if as_json:
+        click.echo(found.model_dump_json(by_alias=True, indent=2))
+    else:
+        for line in auditing.describe(found):
+            click.echo(line)
 
 
 if __name__ == "__main__":

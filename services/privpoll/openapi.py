@@ -102,6 +102,30 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("Poll")), **_errors(401, 403, 404, 503)},
                 }
             },
+            "/api/v1/polls/{name}/remix": {
+                "post": {
+                    "summary": "Rewrite a closed, drained poll's rows with fresh ids, then vacuum",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["name", "remixed", "votes", "ballots", "purge"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "remixed": {"type": "boolean"},
+                                    "votes": {"type": "integer"},
+                                    "ballots": {"type": "integer"},
+                                    "purge": {"enum": ["vacuumed", "pending", "gc"]},
+                                    "message": {"type": "string"},
+                                },
+                            }
+                        ),
+                        **_errors(401, 403, 404, 409, 503),
+                    },
+                }
+            },
             "/api/v1/polls/{name}/invitations": {
                 "get": {
                     "security": _ADMIN,

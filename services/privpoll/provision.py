@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -104,16 +105,40 @@ async def envelopes_published(js: JetStreamContext, name: str) -> int:
     return int(info.state.last_seq or 0)
 
 
-async def drained(js: JetStreamContext, name: str) -> bool:
-    """Both sinks hold nothing of the poll any more: nothing pending, nothing unacked."""
+@dataclass(frozen=True)
+class Drain:
+    """How far the sinks are with a poll's stream."""
+
+    taking_votes: bool
+    held: int
+
+    @property
+    def done(self) -> bool:
+        return not self.taking_votes and self.held == 0
+
+
+async def drain(js: JetStreamContext, name: str) -> Drain:
+    """Whether the stream still takes votes, and how many envelopes a sink has not yet
+    committed and acked (pending or unacked, whichever sink is further behind)."""
+    try:
+        info = await js.stream_info(messaging.stream(name))
+    except NotFoundError:
+        return Drain(taking_votes=False, held=0)
+    taking = messaging.subject(name) in (info.config.subjects or [])
+    held = 0
     for role in messaging.ROLES:
         try:
-            info = await js.consumer_info(messaging.stream(name), messaging.consumer(role))
+            consumer = await js.consumer_info(messaging.stream(name), messaging.consumer(role))
         except NotFoundError:
             continue
-        if info.num_pending or info.num_ack_pending:
-            return False
-    return True
+        held = max(held, int(consumer.num_pending or 0) + int(consumer.num_ack_pending or 0))
+    return Drain(taking_votes=taking, held=held)
+
+
+async def drained(js: JetStreamContext, name: str) -> bool:
+    """No vote can enter any more and both sinks hold nothing: nothing pending, nothing
+    unacked. Only then may the re-mixer rewrite the poll's rows."""
+    return (await drain(js, name)).done
 
 
 async def lookup(js: JetStreamContext, name: str) -> Poll | None:

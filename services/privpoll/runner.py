@@ -1,8 +1,9 @@
 """``privpoll up``: the whole system on one machine, under one data folder.
 
 Starts (unless pointed at existing ones) a nats-server with JetStream and a PostgreSQL server,
-applies the schema, re-provisions known polls, then supervises the ingest (gunicorn) and the
-two sinks as child processes, restarting any that dies, until Ctrl-C stops everything.
+applies the schema, re-provisions known polls, then supervises the ingest (gunicorn), the
+two sinks and the re-mixer as child processes, restarting any that dies, until Ctrl-C stops
+everything.
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def children(settings: Settings) -> list[Child]:
         found.append(
             Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid")
         )
+    # Rewrites each poll's rows once it closed and the sinks drained it (remix.Watcher).
+    remixer = [python, "-m", "privpoll", "remixer"]
+    found.append(Child("remixer", remixer, logs / "remixer.log", run / "remixer.pid"))
     return found
 
 

@@ -2,9 +2,14 @@
 
 Each reads envelopes from a poll's stream through its own durable consumer, holds them until a
 batch is big enough to mix (``mixing.minBatch``), waits a jittered while for more (at most
-``mixing.maxWait``), writes the whole batch shuffled in ONE transaction, commits, and only then
+``mixing.maxWait``), writes the batch shuffled in ONE transaction, commits, and only then
 acks. A crash before the ack loses nothing (JetStream redelivers); a redelivery after the
 commit changes nothing (``ON CONFLICT DO NOTHING`` on the random ids).
+
+While the poll is open a sink always holds the newest ``minBatch`` envelopes back for the next
+batch, so the batch written when the poll closes is never smaller than ``minBatch`` either:
+without that, the last few voters of a poll could be written alone, and a thief watching the
+database would see their envelopes isolated.
 """
 
 from __future__ import annotations
@@ -62,15 +67,28 @@ WRITERS: dict[messaging.Role, Writer] = {
 
 @dataclass
 class Batch:
-    """Envelopes held for mixing, with the messages to ack once they are committed."""
+    """Envelopes held for mixing, in stream order: each message with its rows."""
 
-    messages: list[Msg] = field(default_factory=list)
-    rows: Rows = field(default_factory=list)
+    items: list[tuple[Msg, Rows]] = field(default_factory=list)
     ready_at: float | None = None
     progressed_at: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
-        return len(self.messages)
+        return len(self.items)
+
+    @property
+    def messages(self) -> list[Msg]:
+        return [msg for msg, _ in self.items]
+
+    @property
+    def rows(self) -> Rows:
+        return [row for _, rows in self.items for row in rows]
+
+    def split(self, keep: int) -> tuple[Batch, Batch]:
+        """(the oldest envelopes to write now, the newest ``keep`` to hold for later)."""
+        cut = max(len(self.items) - keep, 0)
+        now = Batch(self.items[:cut], progressed_at=self.progressed_at)
+        return now, Batch(self.items[cut:], progressed_at=self.progressed_at)
 
 
 @dataclass
@@ -103,9 +121,9 @@ class PollSink:
             await self._refresh()
             closing = self.poll.phase() is Phase.CLOSED
             messages: list[Msg] = []
-            if len(batch) < MAX_BATCH:
+            if len(batch) < self.capacity:
                 try:
-                    messages = await sub.fetch(MAX_BATCH - len(batch), timeout=FETCH_TIMEOUT)
+                    messages = await sub.fetch(self.capacity - len(batch), timeout=FETCH_TIMEOUT)
                 except NatsTimeout:
                     messages = []
                 except Exception as error:  # NATS restarting: keep the batch, try again
@@ -117,10 +135,17 @@ class PollSink:
                     )
                     await asyncio.sleep(FETCH_TIMEOUT)
             await self._take(batch, messages)
-            due = self._due(batch, drained=closing and not messages)
-            if due and await self._flush(batch):
-                batch = Batch()
+            drained = closing and not messages
+            if self._due(batch, drained=drained):
+                write, held = batch.split(0 if drained else self.poll.rules.mixing.min_batch)
+                if await self._flush(write):
+                    batch = held
             await self._keep_alive(batch)
+
+    @property
+    def capacity(self) -> int:
+        """Envelopes held at most: enough to write minBatch and still hold minBatch back."""
+        return max(MAX_BATCH, 2 * self.poll.rules.mixing.min_batch)
 
     async def _take(self, batch: Batch, messages: list[Msg]) -> None:
         to_rows = ROWS[self.role]
@@ -138,16 +163,17 @@ class PollSink:
                 )
                 await msg.term()
                 continue
-            batch.messages.append(msg)
-            batch.rows.extend(to_rows(envelope))
-        if batch.ready_at is None and len(batch) >= self.poll.rules.mixing.min_batch:
+            batch.items.append((msg, to_rows(envelope)))
+        # Ready once it can write minBatch envelopes and hold minBatch back; then a jittered
+        # wait for more, drawn by each sink on its own.
+        if batch.ready_at is None and len(batch) >= 2 * self.poll.rules.mixing.min_batch:
             wait = self.poll.rules.mixing.max_wait_seconds
             batch.ready_at = time.monotonic() + wait * randomness.system.uniform(0.25, 1.0)
 
     def _due(self, batch: Batch, *, drained: bool) -> bool:
         if not batch:
             return False
-        if drained or len(batch) >= MAX_BATCH:
+        if drained or len(batch) >= self.capacity:
             return True
         return batch.ready_at is not None and time.monotonic() >= batch.ready_at
 

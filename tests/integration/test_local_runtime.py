@@ -46,6 +46,14 @@ def start(env: dict[str, str], out: Path) -> tuple[subprocess.Popen[bytes], str]
     raise AssertionError(out.read_text())
 
 
+def ready(url: str) -> bool:
+    """The banner comes before gunicorn listens: a refused connection means not yet."""
+    try:
+        return httpx.get(url).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 0
@@ -63,7 +71,7 @@ def test_privpoll_up_runs_the_readme_tour_and_keeps_data(tmp_path: Path) -> None
         banner = (tmp_path / "up.out").read_text()
         assert f"privpoll is up at http://127.0.0.1:{port}" in banner
         deadline = time.monotonic() + 30
-        while httpx.get(f"http://127.0.0.1:{port}/readyz").status_code != 200:
+        while not ready(f"http://127.0.0.1:{port}/readyz"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
 

@@ -44,8 +44,8 @@ def test_three_hundred_concurrent_voters_are_stored_privately(system: System) ->
 
     actors, ballots = system.wait_stored("lunch", 300, expected_ballots)
     assert sorted(voter for _, voter in actors) == VOTERS
-    assert {entry for entry, _ in actors} == {str(e.actor.entry) for e in envelopes}
-    assert set(ballots) == {(str(b.id), b.choice) for e in envelopes for b in e.ballots}
+    # After the close the re-mixer gives every row a fresh id: compare what the rows hold.
+    assert Counter(c for _, c in ballots) == Counter(b.choice for e in envelopes for b in e.ballots)
 
     results = system.results("lunch")
     assert results["phase"] == "Closed"
