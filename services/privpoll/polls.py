@@ -6,13 +6,14 @@ code and message both edges show (as JSON or as a page).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from privpoll import randomness, storage, tokens
+from privpoll import cluster, randomness, storage, tokens
 from privpoll.ballot_box import AlreadyVoted, PollClosed, QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import services
@@ -21,6 +22,7 @@ from privpoll.results import summarize
 from privpoll.spec import NewPoll, describe, problems
 
 RETRY_AFTER = "5"
+PROVISION_WAIT = 30.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ def parse_new_poll(body: Any) -> NewPoll:
 
 def create_poll(new: NewPoll) -> Poll:
     svc = services()
+    if svc.settings.control_plane == "kubernetes":
+        return _create_on_cluster(new)
     poll = Poll(
         name=new.name,
         uid=randomness.new_id(),
@@ -82,6 +86,38 @@ def create_poll(new: NewPoll) -> Poll:
     if stored.uid != poll.uid:
         raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
     return stored
+
+
+def _create_on_cluster(new: NewPoll) -> Poll:
+    """Create the Poll resource and wait for the operator to provision it."""
+    svc = services()
+    try:
+        created = cluster.create_resource(svc.settings.namespace, new)
+    except Exception as error:
+        raise ApiError(
+            503,
+            "kubernetes_unavailable",
+            "the Kubernetes API did not take the Poll; try again in a few seconds",
+            headers={"Retry-After": RETRY_AFTER},
+        ) from error
+    if not created:
+        raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
+    deadline = time.monotonic() + PROVISION_WAIT
+    while time.monotonic() < deadline:
+        try:
+            found = svc.box.call(svc.box.poll(new.name, fresh=True))
+        except QueueDown:
+            found = None
+        if found is not None:
+            return found
+        time.sleep(0.25)
+    raise ApiError(
+        503,
+        "provisioning",
+        f"the Poll {new.name!r} was created; the operator has not provisioned it yet "
+        f"(kubectl get poll {new.name} shows why)",
+        headers={"Retry-After": RETRY_AFTER},
+    )
 
 
 def close_poll(name: str) -> Poll:

@@ -3,33 +3,45 @@
 kubectl applies a Poll; the operator provisions it and deploys its sinks; the test starts the
 sinks exactly as their Deployments say (no kubelet here), votes through the ingest, closes the
 poll with kubectl patch, reads the results from the Poll's status, and deletes it.
+
+That story runs twice: with admin credentials, and as the Helm chart installs it: the operator
+and the ingest started as their Deployments say, the operator authenticated by a token of its
+ServiceAccount (TokenRequest API) and held to the chart's Role.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+import yaml
 from nats.js.errors import BucketNotFoundError, NotFoundError
+from psycopg.conninfo import make_conninfo
 
 from privpoll import messaging, storage
 from privpoll.embedded import NatsServer, PostgresServer, free_port
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
+from tests.e2e.helm import CHART, Helm, helm, secret_data, service_account_kubeconfig
 from tests.integration.conftest import nats, postgres
 
-__all__ = ["control_plane", "nats", "postgres"]
+__all__ = ["control_plane", "helm", "nats", "postgres"]
 
 ADMIN = "operator-test-admin"
 IMAGE = "registry.example/privpoll:test"
@@ -90,13 +102,31 @@ def operator_env(plane: ControlPlane, nats: NatsServer, postgres: PostgresServer
     )
 
 
+# A command line and its environment, given the loopback port the process is to listen on.
+Command = Callable[[int], tuple[list[str], dict[str, str]]]
+
+
+def admin_operator(env: dict[str, str]) -> Command:
+    """The operator as the admin runs it: every namespace, the environment's kubeconfig."""
+
+    def command(port: int) -> tuple[list[str], dict[str, str]]:
+        argv = [
+            sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
+            "--liveness", f"http://127.0.0.1:{port}/healthz",
+            "-m", "privpoll_operator.handlers",
+        ]  # fmt: skip
+        return argv, env
+
+    return command
+
+
 def start_operator(procs: Processes, env: dict[str, str]) -> int:
+    return start_operator_as(procs, admin_operator(env))
+
+
+def start_operator_as(procs: Processes, command: Command) -> int:
     port = free_port()
-    argv = [
-        sys.executable, "-m", "kopf", "run", "--standalone", "--all-namespaces",
-        "--liveness", f"http://127.0.0.1:{port}/healthz",
-        "-m", "privpoll_operator.handlers",
-    ]  # fmt: skip
+    argv, env = command(port)
     procs.start("operator", argv, env)
     wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), "the operator's liveness")
     return port
@@ -139,46 +169,169 @@ def queue_objects(nats_url: str, name: str) -> tuple[bool, list[str], bool]:
     return asyncio.run(look())
 
 
+def as_deployed(
+    plane: ControlPlane, namespace: str, container: dict[str, Any]
+) -> tuple[list[str], dict[str, str]]:
+    """The container's command, args and env (Secrets and the pod's namespace resolved), run
+    from this virtualenv, which holds what the image holds."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif "secretKeyRef" in item["valueFrom"]:
+            ref = item["valueFrom"]["secretKeyRef"]
+            secret = plane.get("secret", ref["name"], "-n", namespace)
+            env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        else:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", item
+            env[item["name"]] = namespace
+    command = shutil.which(container["command"][0], path=str(Path(sys.executable).parent))
+    assert command is not None, f"the image's entry point {container['command'][0]} exists"
+    return [command, *container["command"][1:], *container.get("args", [])], env
+
+
+def listening_on(argv: list[str], flag: str, address: str) -> list[str]:
+    """The same command line, listening on a loopback address: the test's processes share one
+    network, where each pod has its own."""
+    prefix = f"{flag}="
+    assert sum(a.startswith(prefix) for a in argv) == 1, f"one {flag} in {argv}"
+    return [prefix + address if a.startswith(prefix) else a for a in argv]
+
+
 def start_sink_as_deployed(
-    procs: Processes, plane: ControlPlane, deployment: dict[str, Any]
+    procs: Processes,
+    plane: ControlPlane,
+    deployment: dict[str, Any],
+    image: str = IMAGE,
+    namespace: str = "default",
 ) -> None:
     """Run the container the Deployment describes: its command, args and env, nothing else."""
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == IMAGE
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/")}
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            secret = plane.get("secret", ref["name"])
-            import base64
-
-            env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
-    command = shutil.which(container["command"][0], path=str(Path(sys.executable).parent))
-    assert command is not None, "the image's entry point is the privpoll command"
-    procs.start(deployment["metadata"]["name"], [command, *container["args"]], env)
+    assert container["image"] == image
+    argv, env = as_deployed(plane, namespace, container)
+    procs.start(deployment["metadata"]["name"], argv, env)
 
 
-def test_poll_lifecycle_through_kubectl(
-    control_plane: ControlPlane,
-    nats: NatsServer,
-    postgres: PostgresServer,
-    procs: Processes,
-) -> None:
-    plane = control_plane
+@dataclass
+class Setup:
+    """Where the story's Poll lives and how its operator and ingest run."""
+
+    namespace: str
+    image: str  # the sink image the operator was told
+    operator: Command
+    ingest: Command
+    admin_token: str
+
+
+def admin_setup(plane: ControlPlane, nats: NatsServer, postgres: PostgresServer) -> Setup:
     plane.kubectl("apply", "-f", str(ROOT / "crds" / "poll.yaml"))
     plane.kubectl("wait", "--for=condition=Established", "crd/polls.privpoll.dev", "--timeout=60s")
     plane.kubectl(
         "create", "secret", "generic", "privpoll-db", f"--from-literal=url={postgres.dsn}"
     )
-    env = operator_env(plane, nats, postgres)
-    start_operator(procs, env)
 
-    plane.kubectl("apply", "-f", str(ROOT / "examples" / "poll.yaml"))
+    def ingest(port: int) -> tuple[list[str], dict[str, str]]:
+        env = {
+            **os.environ,
+            "PRIVPOLL_NATS_URL": nats.url,
+            "PRIVPOLL_DATABASE_URL": postgres.dsn,
+            "PRIVPOLL_ADMIN_TOKEN": ADMIN,
+            "PRIVPOLL_SECRET": "operator-test-secret",
+        }
+        argv = [
+            sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+            "-b", f"127.0.0.1:{port}", "privpoll.ingest:create_app()",
+        ]  # fmt: skip
+        return argv, env
+
+    operator = admin_operator(operator_env(plane, nats, postgres))
+    return Setup("default", IMAGE, operator, ingest, ADMIN)
+
+
+def fresh_database(postgres: PostgresServer) -> str:
+    """A database of its own on the shared server, so that other tests' polls stay apart."""
+    name = f"chart_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # a name made here, not input
+    return make_conninfo(postgres.dsn, dbname=name)
+
+
+def chart_setup(
+    plane: ControlPlane, helm: Helm, nats: NatsServer, postgres: PostgresServer, root: Path
+) -> Setup:
+    """`helm install` of the chart in its external-servers mode, pointed at the test's NATS and
+    a fresh database; the operator and the ingest run as their Deployments say, each with a
+    token of its own ServiceAccount."""
+    release = f"story-{secrets.token_hex(3)}"
+    namespace = release
+    plane.kubectl("create", "namespace", namespace)
+    plane.kubectl(
+        "create", "secret", "generic", "story-dsn", "-n", namespace,
+        f"--from-literal=url={fresh_database(postgres)}",
+    )  # fmt: skip
+    helm.on(plane).run(
+        "install", release, str(CHART), "-n", namespace,
+        "--set", "image.tag=story",
+        "--set", "nats.enabled=false",
+        "--set", f"nats.external.url={nats.url}",
+        "--set", "cockroachdb.enabled=false",
+        "--set", "database.external.existingSecret=story-dsn",
+    )  # fmt: skip
+    fullname = f"{release}-privpoll"
+
+    def pod(component: str) -> dict[str, Any]:
+        deployment = plane.get("deployment", f"{fullname}-{component}", "-n", namespace)
+        found: dict[str, Any] = deployment["spec"]["template"]["spec"]
+        return found
+
+    def its_account(component: str) -> dict[str, str]:
+        account = pod(component)["serviceAccountName"]
+        path = service_account_kubeconfig(plane, namespace, account, root / f"{account}.json")
+        return {"KUBECONFIG": str(path)}
+
+    def operator(port: int) -> tuple[list[str], dict[str, str]]:
+        argv, env = as_deployed(plane, namespace, pod("operator")["containers"][0])
+        liveness = f"http://127.0.0.1:{port}/healthz"
+        return listening_on(argv, "--liveness", liveness), {**env, **its_account("operator")}
+
+    def ingest(port: int) -> tuple[list[str], dict[str, str]]:
+        argv, env = as_deployed(plane, namespace, pod("ingest")["containers"][0])
+        bind = f"127.0.0.1:{port}"
+        return listening_on(argv, "--bind", bind), {**env, **its_account("ingest")}
+
+    # The admin token, where NOTES.txt says to find it.
+    token = secret_data(plane, namespace, fullname)["admin-token"]
+    return Setup(namespace, "privpoll:story", operator, ingest, token)
+
+
+@pytest.fixture(params=["admin", "chart"])
+def setup(
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    nats: NatsServer,
+    postgres: PostgresServer,
+    tmp_path: Path,
+) -> Setup:
+    if request.param == "admin":
+        return admin_setup(control_plane, nats, postgres)
+    chart_helm: Helm = request.getfixturevalue("helm")
+    return chart_setup(control_plane, chart_helm, nats, postgres, tmp_path)
+
+
+def test_poll_lifecycle_through_kubectl(
+    control_plane: ControlPlane,
+    nats: NatsServer,
+    setup: Setup,
+    procs: Processes,
+) -> None:
+    plane = control_plane
+    ns = ("-n", setup.namespace)
+    start_operator_as(procs, setup.operator)
+
+    plane.kubectl("apply", *ns, "-f", str(ROOT / "examples" / "poll.yaml"))
 
     def ready() -> dict[str, Any] | None:
-        poll: dict[str, Any] = plane.get("poll", "lunch")
+        poll: dict[str, Any] = plane.get("poll", "lunch", *ns)
         found = condition(poll, "Ready")
         return poll if found and found["status"] == "True" else None
 
@@ -190,9 +343,9 @@ def test_poll_lifecycle_through_kubectl(
 
     sinks = {}
     for role in messaging.ROLES:
-        deployment = plane.get("deployment", f"privpoll-lunch-{role}")
+        deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        assert container["image"] == IMAGE
+        assert container["image"] == setup.image
         assert container["command"] == ["privpoll"]
         assert container["args"] == ["sink", role, "--poll", "lunch"]
         owner = deployment["metadata"]["ownerReferences"][0]
@@ -202,38 +355,25 @@ def test_poll_lifecycle_through_kubectl(
     # kill -9 the operator and start it again: resuming changes nothing.
     uid = poll["status"]["pollUid"]
     procs.kill("operator")
-    start_operator(procs, env)
+    start_operator_as(procs, setup.operator)
     time.sleep(3)
-    again = plane.get("poll", "lunch")
+    again = plane.get("poll", "lunch", *ns)
     assert again["status"]["pollUid"] == uid
     for role in messaging.ROLES:
-        deployment = plane.get("deployment", f"privpoll-lunch-{role}")
+        deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         assert (
             deployment["metadata"]["resourceVersion"] == sinks[role]["metadata"]["resourceVersion"]
         )
 
     for deployment in sinks.values():
-        start_sink_as_deployed(procs, plane, deployment)
+        start_sink_as_deployed(procs, plane, deployment, setup.image, setup.namespace)
 
     port = free_port()
-    ingest_env = {
-        **os.environ,
-        "PRIVPOLL_NATS_URL": nats.url,
-        "PRIVPOLL_DATABASE_URL": postgres.dsn,
-        "PRIVPOLL_ADMIN_TOKEN": ADMIN,
-        "PRIVPOLL_SECRET": "operator-test-secret",
-    }
-    procs.start(
-        "ingest",
-        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
-         "-b", f"127.0.0.1:{port}", "privpoll.ingest:create_app()"],
-        ingest_env,
-    )  # fmt: skip
+    procs.start("ingest", *setup.ingest(port))
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
-    invitations = http.get(
-        "/api/v1/polls/lunch/invitations", headers={"Authorization": f"Bearer {ADMIN}"}
-    ).json()
+    admin = {"Authorization": f"Bearer {setup.admin_token}"}
+    invitations = http.get("/api/v1/polls/lunch/invitations", headers=admin).json()
     tokens = {item["voter"]: item["token"] for item in invitations}
     for voter, choice in (("alice", "pizza"), ("bob", "sushi")):
         answer = http.post(
@@ -244,17 +384,17 @@ def test_poll_lifecycle_through_kubectl(
 
     # After the first vote the choices may not change; the title may.
     plane.kubectl(
-        "patch", "poll", "lunch", "--type", "merge",
+        "patch", "poll", "lunch", *ns, "--type", "merge",
         "-p", json.dumps({"spec": {"choices": ["pizza", "sushi"], "title": "Friday lunch"}}),
     )  # fmt: skip
 
     def refused() -> dict[str, Any] | None:
-        found = condition(plane.get("poll", "lunch"), "Ready")
+        found = condition(plane.get("poll", "lunch", *ns), "Ready")
         return found if found and found["reason"] == "UnsafeChange" else None
 
     assert "choices cannot change after the first vote" in wait_for(refused, "a refusal")["message"]
     plane.kubectl(
-        "patch", "poll", "lunch", "--type", "merge",
+        "patch", "poll", "lunch", *ns, "--type", "merge",
         "-p", json.dumps({"spec": {"choices": ["pizza", "sushi", "tacos"]}}),
     )  # fmt: skip
     wait_for(ready, "the Poll to be Ready again")
@@ -262,12 +402,12 @@ def test_poll_lifecycle_through_kubectl(
 
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     plane.kubectl(
-        "patch", "poll", "lunch", "--type", "merge",
+        "patch", "poll", "lunch", *ns, "--type", "merge",
         "-p", json.dumps({"spec": {"schedule": {"closesAt": now}}}),
     )  # fmt: skip
 
     def closed_with_results() -> dict[str, Any] | None:
-        poll: dict[str, Any] = plane.get("poll", "lunch")
+        poll: dict[str, Any] = plane.get("poll", "lunch", *ns)
         return poll if poll["status"].get("results") else None
 
     poll = wait_for(closed_with_results, "results in the Poll's status", timeout=90)
@@ -286,16 +426,16 @@ def test_poll_lifecycle_through_kubectl(
     )
     assert late.status_code == 410
     for role in messaging.ROLES:
-        deployment = plane.get("deployment", f"privpoll-lunch-{role}")
+        deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         assert deployment["spec"]["replicas"] == 0, "sinks are scaled to zero after the drain"
 
-    listed = plane.kubectl("get", "pp").stdout
+    listed = plane.kubectl("get", "pp", *ns).stdout
     assert "lunch" in listed
     assert "Closed" in listed
 
-    plane.kubectl("delete", "poll", "lunch", "--timeout=60s")
+    plane.kubectl("delete", "poll", "lunch", *ns, "--timeout=60s")
     for role in messaging.ROLES:
-        gone = plane.kubectl("get", "deployment", f"privpoll-lunch-{role}", check=False)
+        gone = plane.kubectl("get", "deployment", f"privpoll-lunch-{role}", *ns, check=False)
         assert gone.returncode != 0
     assert queue_objects(nats.url, "lunch") == (False, [], False)
     assert "Traceback" not in procs.log("operator")
@@ -323,6 +463,55 @@ def test_voters_from_a_configmap_and_retention_delete(
     plane.kubectl("delete", "poll", "offsite", "--timeout=60s")
     with storage.connect(postgres.dsn) as conn:
         assert storage.get_poll(conn, "offsite") is None, "retention: delete removes the rows"
+
+
+def test_the_api_creates_poll_resources_on_kubernetes(
+    control_plane: ControlPlane,
+    nats: NatsServer,
+    postgres: PostgresServer,
+    procs: Processes,
+) -> None:
+    """On a cluster, POST /api/v1/polls makes a Poll, so the operator gives it its sinks."""
+    plane = control_plane
+    plane.kubectl("apply", "-f", str(ROOT / "crds" / "poll.yaml"))
+    plane.kubectl("wait", "--for=condition=Established", "crd/polls.privpoll.dev", "--timeout=60s")
+    start_operator(procs, operator_env(plane, nats, postgres))
+    port = free_port()
+    env = plane.env(
+        PRIVPOLL_NATS_URL=nats.url,
+        PRIVPOLL_DATABASE_URL=postgres.dsn,
+        PRIVPOLL_ADMIN_TOKEN=ADMIN,
+        PRIVPOLL_SECRET="operator-test-secret",
+        PRIVPOLL_CONTROL_PLANE="kubernetes",
+        PRIVPOLL_NAMESPACE="default",
+    )
+    procs.start(
+        "ingest",
+        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+         "-b", f"127.0.0.1:{port}", "privpoll.ingest:create_app()"],
+        env,
+    )  # fmt: skip
+    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    body = {
+        "name": "viaapi",
+        "spec": {"title": "Made through the API", "choices": ["a", "b"], "voters": {"ids": ["x"]}},
+    }
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    created = http.post("/api/v1/polls", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    assert created.json()["phase"] == "Open"
+    resource = plane.get("poll", "viaapi")
+    assert resource["spec"]["title"] == "Made through the API"
+
+    def deployed() -> bool:
+        names = [f"deployment/privpoll-viaapi-{role}" for role in messaging.ROLES]
+        return plane.kubectl("get", *names, check=False).returncode == 0
+
+    wait_for(deployed, "the sink Deployments of a poll made through the API")
+    again = http.post("/api/v1/polls", json=body, headers=admin)
+    assert again.status_code == 409
+    plane.kubectl("delete", "poll", "viaapi", "--timeout=60s")
 
 
 def test_invalid_polls_are_refused_with_a_reason(
@@ -386,3 +575,73 @@ def test_invalid_polls_are_refused_with_a_reason(
     assert "at least one fake vote per real vote" in reason["message"]
     assert plane.get("poll", "nonoise")["status"]["phase"] == "Failed"
     plane.kubectl("delete", "poll", "nonoise", "--timeout=60s")
+
+
+class Kubelet:
+    """Starts the sink Deployments the operator creates in a namespace, as a node would."""
+
+    def __init__(self, procs: Processes, plane: ControlPlane, namespace: str, image: str) -> None:
+        self.procs, self.plane, self.namespace, self.image = procs, plane, namespace, image
+        self.started: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.5):
+            found = self.plane.get(
+                "deployments", "-n", self.namespace,
+                "-l", "app.kubernetes.io/managed-by=privpoll-operator",
+            )  # fmt: skip
+            for deployment in found["items"]:
+                name = deployment["metadata"]["name"]
+                if name not in self.started and deployment["spec"]["replicas"] > 0:
+                    self.started.add(name)
+                    start_sink_as_deployed(
+                        self.procs, self.plane, deployment, self.image, self.namespace
+                    )
+
+    def __enter__(self) -> Kubelet:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
+def test_the_helm_test_pod_passes(
+    control_plane: ControlPlane,
+    helm: Helm,
+    nats: NatsServer,
+    postgres: PostgresServer,
+    procs: Processes,
+    tmp_path: Path,
+) -> None:
+    """What `helm test` runs, run here as its Pod says, with its ServiceAccount's token: it
+    creates a Poll, votes through the API, closes the poll and reads the results."""
+    plane = control_plane
+    setup = chart_setup(plane, helm, nats, postgres, tmp_path)
+    start_operator_as(procs, setup.operator)
+    port = free_port()
+    procs.start("ingest", *setup.ingest(port))
+    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
+
+    release = setup.namespace
+    rendered = helm.on(plane).run("get", "hooks", release, "-n", setup.namespace).stdout
+    [pod] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Pod"]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    argv, env = as_deployed(plane, setup.namespace, spec["containers"][0])
+    # The Service's address, as this machine reaches the ingest.
+    assert env["PRIVPOLL_URL"] == f"http://{release}-privpoll.{setup.namespace}.svc:80"
+    env["PRIVPOLL_URL"] = f"http://127.0.0.1:{port}"
+    account = spec["serviceAccountName"]
+    env["KUBECONFIG"] = str(
+        service_account_kubeconfig(plane, setup.namespace, account, tmp_path / "test.json")
+    )
+    with Kubelet(procs, plane, setup.namespace, setup.image):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "privpoll works" in done.stdout
+    assert "2 votes accepted" in done.stdout
+    assert plane.get("polls", "-n", setup.namespace)["items"] == [], "the test cleans up"
