@@ -439,6 +439,7 @@ def test_poll_lifecycle_through_kubectl(
         assert gone.returncode != 0
     assert queue_objects(nats.url, "lunch") == (False, [], False)
     assert "Traceback" not in procs.log("operator")
+    assert "Forbidden" not in procs.log("operator"), "its Role lets the operator do its work"
 
 
 def test_voters_from_a_configmap_and_retention_delete(
