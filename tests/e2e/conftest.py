@@ -45,7 +45,9 @@ def chromium_path() -> str:
     pytest.skip(message)
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync API is active its event loop counts as running in
+# this thread, so later tests of the session could not call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     path = chromium_path()
     with sync_playwright() as playwright:
@@ -56,9 +58,9 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) -> Iterator[System]:
-    """One running system for every browser test (each test uses its own poll names)."""
+    """One running system for a module's browser tests (each test uses its own poll names)."""
     root = tmp_path_factory.mktemp("e2e")
     nats = NatsServer(root / "nats")
     nats.start()
