@@ -19,7 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
-from privpoll import cluster, messaging, provision, randomness, storage
+from privpoll import cluster, messaging, provision, randomness, remix, storage
 from privpoll.poll import Phase, Poll
 from privpoll.results import summarize
 from privpoll.settings import Settings
@@ -256,7 +256,7 @@ async def follow(
     memo: Any,
     **_: Any,
 ) -> None:
-    """Open and close on schedule, report turnout, and after close drain and stop the sinks."""
+    """Open and close on schedule, report turnout; after close: drain, remix, stop the sinks."""
     if not status.get("pollUid") or status.get("sinks") == "Stopped":
         return
     op = operator_of(memo)
@@ -272,8 +272,9 @@ async def follow(
                 # closesAt passed: stop the stream taking votes, as an explicit close does.
                 poll = await provision.close(js, conn, name, replicas=op.settings.stream_replicas)
                 assert poll is not None
-            votes, voters, stored = await asyncio.to_thread(storage.tally, conn, poll.uid)
             drained = phase is Phase.CLOSED and await provision.drained(js, name)
+            remixed = await asyncio.to_thread(_remix_once, conn, poll) if drained else None
+            votes, voters, stored = await asyncio.to_thread(storage.tally, conn, poll.uid)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
 
@@ -286,13 +287,28 @@ async def follow(
         phase.value,
         f"the poll is {phase.value.lower()}",
     )
-    if drained:
-        patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
-        for role in messaging.ROLES:
-            await asyncio.to_thread(
-                kube.scale_deployment, namespace, deployments.name_of(name, role), 0
-            )
-        patch.status["sinks"] = "Stopped"
+    if remixed is None:
+        return
+    patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
+    patch.status["remix"] = remixed
+    for role in messaging.ROLES:
+        await asyncio.to_thread(
+            kube.scale_deployment, namespace, deployments.name_of(name, role), 0
+        )
+    # Until the old row versions are gone the timer keeps vacuuming; then it has nothing left.
+    patch.status["sinks"] = "Stopped" if remixed["purged"] else "Drained"
+
+
+def _remix_once(conn: psycopg.Connection[Any], poll: Poll) -> dict[str, Any]:
+    """Rewrite the drained poll's rows once, then purge old versions until they are gone."""
+    was_remixed, purged = remix.progress(conn).get(poll.name, (False, False))
+    if not was_remixed:
+        done = remix.remix(conn, poll)
+        return {"remixed": True, "purged": done.purge != "pending", "message": done.describe()}
+    if not purged and remix.purge(conn) != "pending":
+        remix.mark_purged(conn, poll.uid)
+        purged = True
+    return {"remixed": True, "purged": purged}
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -420,6 +420,7 @@ def test_poll_lifecycle_through_kubectl(
     status_text = json.dumps(poll["status"])
     assert "alice" not in status_text
     assert "bob" not in status_text
+    assert poll["status"]["remix"]["remixed"] is True
     late = http.post(
         "/api/v1/polls/lunch/votes",
         json={"voter": "carol", "token": tokens["carol"], "choice": "tacos"},
