@@ -47,6 +47,9 @@ class Services:
                         max_size=8,
                         kwargs={"autocommit": True},
                         timeout=5,
+                        # After a database restart the pooled connections are dead: test each
+                        # one before handing it out instead of failing the request.
+                        check=ConnectionPool.check_connection,
                         open=True,
                         name="privpoll-ingest",
                     )
