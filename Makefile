@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos bench chromium clean
+.PHONY: install run test lint typecheck unit integration chaos bench privacy-report chromium clean
 
 install: $(STAMP)
 
@@ -46,6 +46,12 @@ bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } || \
 		{ echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -m bench.run
+
+# What a database thief learns from privpoll and from two common designs, measured in one run
+# (about two minutes): docs/privacy.json, docs/privacy.png and the table in docs/privacy.md.
+privacy-report: install
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[report]'
+	$(BIN)/python -m bench.privacy_report
 
 # The browser tests (tests/e2e) drive Debian's Chromium; Playwright never downloads one.
 chromium:

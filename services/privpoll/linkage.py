@@ -168,6 +168,12 @@ class Inference:
             return 0.0
         return sum(1 for f, c in found if self.choices[f.guess] == c) / len(found)
 
+    def posterior_on(self, truth: Mapping[str, str]) -> float:
+        """Mean probability the attacker gives each voter's true choice."""
+        index = {c: i for i, c in enumerate(self.choices)}
+        found = [f.posterior[index[truth[v]]] for v, f in self.per_voter().items() if v in truth]
+        return sum(found) / len(found) if found else 0.0
+
     def prior_accuracy_on(self, truth: Mapping[str, str]) -> float:
         """Share of those voters who picked the choice the published results make likeliest."""
         top = self.choices[max(range(len(self.prior)), key=self.prior.__getitem__)]
@@ -182,14 +188,17 @@ def attack(
 
     Snapshots are in the order they were taken. A stretch (an *epoch*) ends where rows vanish,
     as the re-mixer makes them do; each epoch is attacked on its own, since the rows after a
-    rewrite are a fresh shuffle of the same votes.
+    rewrite are a fresh shuffle of the same votes, and the epoch whose commits the attacker
+    told apart best is kept. The prior is what the latest snapshot lets anyone publish.
     """
     if not snapshots:
         raise ValueError("the attack needs at least one snapshot")
+    pi = tuple(prior) if prior is not None else public_prior(model, snapshots[-1])
     best: Inference | None = None
     for number, epoch in enumerate(_epochs(snapshots)):
-        found = _attack_epoch(epoch, model, prior, number, len(snapshots))
-        if best is None or found.expected_accuracy > best.expected_accuracy:
+        found = _attack_epoch(epoch, model, pi, number, len(snapshots))
+        told_apart = found.actor_commits + found.ballot_commits
+        if best is None or told_apart >= best.actor_commits + best.ballot_commits:
             best = found
     assert best is not None
     return best
@@ -249,14 +258,13 @@ def _commits(epoch: Sequence[Snapshot], table: str) -> list[_Commit]:
 def _attack_epoch(
     epoch: Sequence[Snapshot],
     model: NoiseModel,
-    prior: Sequence[float] | None,
+    pi: tuple[float, ...],
     number: int,
     snapshots: int,
 ) -> Inference:
     m = len(model.choices)
     index = {c: i for i, c in enumerate(model.choices)}
     final = epoch[-1]
-    pi = tuple(prior) if prior is not None else public_prior(model, final)
     actors = _commits(epoch, "actors")
     ballots = _commits(epoch, "ballots")
     counts = []
