@@ -647,3 +647,38 @@ def test_the_helm_test_pod_passes(
     assert "privpoll works" in done.stdout
     assert "2 votes accepted" in done.stdout
     assert plane.get("polls", "-n", setup.namespace)["items"] == [], "the test cleans up"
+
+
+def test_the_charts_ingest_turns_api_polls_into_poll_resources(
+    control_plane: ControlPlane,
+    helm: Helm,
+    nats: NatsServer,
+    postgres: PostgresServer,
+    procs: Processes,
+    tmp_path: Path,
+) -> None:
+    """The chart's ingest, with its own ServiceAccount (it may only create Polls), makes a Poll
+    in the release's namespace for POST /api/v1/polls; the chart's operator provisions it."""
+    plane = control_plane
+    setup = chart_setup(plane, helm, nats, postgres, tmp_path)
+    start_operator_as(procs, setup.operator)
+    port = free_port()
+    procs.start("ingest", *setup.ingest(port))
+    wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    body = {
+        "name": "viachart",
+        "spec": {"title": "Made through the API", "choices": ["a", "b"], "voters": {"ids": ["x"]}},
+    }
+    admin = {"Authorization": f"Bearer {setup.admin_token}"}
+    created = http.post("/api/v1/polls", json=body, headers=admin)
+    assert created.status_code == 201, created.text
+    assert (
+        plane.get("poll", "viachart", "-n", setup.namespace)["spec"]["title"]
+        == body["spec"]["title"]
+    )
+    for role in messaging.ROLES:
+        deployment = plane.get("deployment", f"privpoll-viachart-{role}", "-n", setup.namespace)
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == setup.image
+    plane.kubectl("delete", "poll", "viachart", "-n", setup.namespace, "--timeout=60s")
+    assert "Forbidden" not in procs.log("ingest")
