@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from privpoll import polls, provision, remix, storage, tokens
 from privpoll.ballot_box import QueueDown
 from privpoll.errors import ApiError
-from privpoll.ingest import services
+from privpoll.ingest import client_address, services
 from privpoll.openapi import document
 from privpoll.poll import Phase
+from privpoll.ratelimit import retry_after
 from privpoll.spec import describe, problems
 
 api = Blueprint("api", __name__)
@@ -28,15 +29,45 @@ class VoteRequest(BaseModel):
     choice: str = Field(min_length=1, max_length=100)
 
 
-def _json_body(limit: int | None = None) -> Any:
+def _json_body(limit: int | None = None, what: str = "the body") -> Any:
+    limit = limit or current_app.config["MAX_CONTENT_LENGTH"]
+    too_large = ApiError(413, "too_large", f"{what} is at most {limit:,} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    if limit is not None:
-        request.max_content_length = limit
+    # A streamed (chunked) body has no Content-Length, and werkzeug cuts it at the limit
+    # without a word: read one byte more to know.
+    request.max_content_length = limit + 1
+    data = request.get_data(cache=False)
+    if len(data) > limit:
+        raise too_large
     try:
-        return json.loads(request.get_data(cache=False))
+        body = json.loads(data, parse_constant=_not_json)
     except (ValueError, RecursionError) as error:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from error
+    try:
+        # JSON may escape a lone UTF-16 surrogate (\ud800), which no UTF-8 text can hold.
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        raise ApiError(
+            400, "invalid_json", "the body holds a lone surrogate (\\udXXX), not text"
+        ) from error
+    return body
+
+
+def _not_json(constant: str) -> Any:
+    """Python's json reads NaN and Infinity; JSON has no such numbers."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _rate_limited(wait: float, what: str) -> ApiError:
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many {what} from your address; try again in {retry_after(wait)} s",
+        headers={"Retry-After": retry_after(wait)},
+    )
 
 
 def _require_admin() -> None:
@@ -49,7 +80,13 @@ def _require_admin() -> None:
             "this call needs the admin token: send 'Authorization: Bearer <admin token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not tokens.same_secret(services().settings.admin_token, given.strip()):
+    # Guesses of the admin token count against the same limit as on the sign-in page.
+    svc = services()
+    wait = svc.signins.wait(client_address())
+    if wait:
+        raise _rate_limited(wait, "wrong admin tokens")
+    if not tokens.same_secret(svc.settings.admin_token, given.strip()):
+        svc.signins.spend(client_address())
         raise ApiError(403, "forbidden", "the admin token is not valid")
 
 
@@ -92,7 +129,7 @@ def openapi() -> Response:
 @api.post("/api/v1/polls")
 def create_poll() -> tuple[Response, int]:
     _require_admin()
-    stored = polls.create_poll(polls.parse_new_poll(_json_body()))
+    stored = polls.create_poll(polls.parse_new_poll(_json_body(), strict=True))
     return jsonify(stored.summary()), 201
 
 
@@ -124,11 +161,12 @@ def invitations(name: str) -> Response:
 
 @api.post("/api/v1/polls/<name>/votes")
 def vote(name: str) -> tuple[Response, int]:
-    if request.content_length is not None and request.content_length > VOTE_BODY_LIMIT:
-        raise ApiError(413, "too_large", f"a vote is at most {VOTE_BODY_LIMIT} bytes")
-    body = _json_body(limit=VOTE_BODY_LIMIT)
+    wait = services().votes.spend(client_address())
+    if wait:
+        raise _rate_limited(wait, "votes")
+    body = _json_body(VOTE_BODY_LIMIT, "a vote")
     try:
-        ballot = VoteRequest.model_validate(body)
+        ballot = VoteRequest.model_validate(body, strict=True)
     except ValidationError as error:
         found = problems(error)
         raise ApiError(
@@ -148,6 +186,7 @@ def results(name: str) -> Response:
 def remix_poll(name: str) -> Response:
     """Rewrite a closed, drained poll's rows with fresh ids in one transaction, then vacuum."""
     _require_admin()
+    polls.check_name(name)
     svc = services()
 
     async def drain() -> provision.Drain:

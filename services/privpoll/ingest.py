@@ -8,17 +8,22 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from privpoll.ballot_box import BallotBox
 from privpoll.errors import ApiError
 from privpoll.metrics import Metrics
+from privpoll.ratelimit import Limiter, Rate
 from privpoll.settings import Settings
 from privpoll.tokens import derived_key
 
 log = logging.getLogger(__name__)
+
+RETRY_AFTER = "5"
 
 
 class Services:
@@ -27,6 +32,9 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.votes = Limiter(Rate.parse(settings.vote_rate_limit))
+        # Counts wrong admin tokens only, on the sign-in page and on the API alike.
+        self.signins = Limiter(Rate.parse(settings.signin_rate_limit))
         self._lock = threading.Lock()
         self._pid = 0
         self._box: BallotBox | None = None
@@ -73,6 +81,20 @@ def services() -> Services:
     return found
 
 
+def client_address() -> str:
+    """Who sent the request, for rate limits (behind ``proxy_hops`` trusted proxies)."""
+    return request.remote_addr or "unknown"
+
+
+def database_down() -> ApiError:
+    return ApiError(
+        503,
+        "database_unavailable",
+        "the database cannot be reached right now; try again in a few seconds",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     if not settings.nats_url or not settings.database_url:
@@ -80,6 +102,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.admin_token or not settings.secret:
         raise RuntimeError("set PRIVPOLL_ADMIN_TOKEN and PRIVPOLL_SECRET (privpoll up does)")
     app = Flask(__name__)
+    if settings.proxy_hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = 8 << 20
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["privpoll"] = Services(settings)
@@ -105,15 +129,34 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(error.body()), error.status, error.headers
 
     @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> tuple[Response | str, int]:
+    def _http_error(error: HTTPException) -> tuple[Response | str, int, dict[str, str]]:
         code = (error.name or "error").lower().replace(" ", "_")
         message = error.description or error.name
         if error.code == 413:
             message = "request body is too large"
+        # e.g. Allow of a 405; the body's type is ours.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         if _wants_page():
             page = render_template("error.html", title=error.name, message=error.description)
-            return page, error.code or 500
-        return jsonify({"error": {"code": code, "message": message}}), error.code or 500
+            return page, error.code or 500, headers
+        body = {"error": {"code": code, "message": message}}
+        return jsonify(body), error.code or 500, headers
+
+    @app.errorhandler(psycopg.OperationalError)
+    def _database_error(
+        error: psycopg.OperationalError,
+    ) -> tuple[Response | str, int, dict[str, str]]:
+        log.warning(
+            "database unavailable on %s %s (%s)", request.method, request.path, type(error).__name__
+        )
+        problem = database_down()
+        services().metrics.count("privpoll_api_errors_total", code=problem.code)
+        if _wants_page():
+            page = render_template(
+                "error.html", title="Try again in a moment", message=problem.message
+            )
+            return page, problem.status, problem.headers
+        return jsonify(problem.body()), problem.status, problem.headers
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[Response | str, int]:

@@ -8,7 +8,6 @@ per-session CSRF token that every POST here must send back.
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 from collections.abc import Callable
 from functools import wraps
@@ -31,9 +30,10 @@ from werkzeug.wrappers import Response as WebResponse
 from privpoll import polls, randomness, tokens
 from privpoll.chart import bar_chart
 from privpoll.errors import ApiError
-from privpoll.ingest import services
+from privpoll.ingest import client_address, services
 from privpoll.poll import Phase, Poll
 from privpoll.poll_form import CUSTOM, PRESETS, PollForm, VoterListError, decode_upload
+from privpoll.ratelimit import retry_after
 from privpoll.results import expected_margin
 
 pages = Blueprint("pages", __name__)
@@ -60,7 +60,7 @@ def signed_in() -> bool:
     settings = services().settings
     expected = tokens.fingerprint(settings.secret_bytes, settings.admin_token)
     given = session.get("admin")
-    return isinstance(given, str) and hmac.compare_digest(expected, given)
+    return isinstance(given, str) and tokens.same_secret(expected, given)
 
 
 @pages.app_context_processor
@@ -82,7 +82,7 @@ def _check_csrf() -> tuple[str, int] | None:
         return None
     expected = session.get("csrf")
     sent = request.form.get("csrf", "")
-    if isinstance(expected, str) and sent and hmac.compare_digest(expected, sent):
+    if isinstance(expected, str) and sent and tokens.same_secret(expected, sent):
         return None
     return error_page(
         403,
@@ -105,9 +105,16 @@ def _headers(response: Response) -> Response:
 
 
 @pages.errorhandler(ApiError)
-def _api_error(error: ApiError) -> tuple[str, int]:
+def _api_error(error: ApiError) -> tuple[str, int, dict[str, str]]:
     titles = {404: "Not found", 403: "Not allowed", 503: "Try again in a moment"}
-    return error_page(error.status, titles.get(error.status, "That did not work"), error.message)
+    title = titles.get(error.status, "That did not work")
+    return (*error_page(error.status, title, error.message), error.headers)
+
+
+def _slow_down(wait: float) -> tuple[str, int, dict[str, str]]:
+    message = f"Too many tries from your address. Wait {retry_after(wait)} seconds, then retry."
+    page_html, status = error_page(429, "Slow down", message)
+    return page_html, status, {"Retry-After": retry_after(wait)}
 
 
 @pages.errorhandler(HTTPException)
@@ -150,15 +157,20 @@ def home() -> WebResponse:
 
 
 @pages.route("/signin", methods=["GET", "POST"])
-def signin() -> WebResponse | tuple[str, int]:
+def signin() -> WebResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
     target = _local_path(request.values.get("next"))
     if request.method == "GET":
         if signed_in():
             return redirect(target)
         return page("signin.html", next=target, signed_out="signed_out" in request.args)
-    settings = services().settings
+    svc = services()
+    settings = svc.settings
+    wait = svc.signins.wait(client_address())
+    if wait:
+        return _slow_down(wait)
     given = request.form.get("token", "").strip()
     if not given or not tokens.same_secret(settings.admin_token, given):
+        svc.signins.spend(client_address())
         return page(
             "signin.html",
             400,
@@ -437,6 +449,9 @@ def ballot(name: str) -> Any:
 
 @pages.post("/vote/<name>")
 def cast(name: str) -> Any:
+    wait = services().votes.spend(client_address())
+    if wait:
+        return _slow_down(wait)
     voter = request.form.get("voter", "")
     token = request.form.get("token", "")
     choice = request.form.get("choice", "")

@@ -6,6 +6,8 @@ code and message both edges show (as JSON or as a page).
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,13 +18,13 @@ from pydantic import ValidationError
 from privpoll import cluster, randomness, storage, tokens
 from privpoll.ballot_box import AlreadyVoted, PollClosed, QueueDown
 from privpoll.errors import ApiError
-from privpoll.ingest import services
+from privpoll.ingest import RETRY_AFTER, services
 from privpoll.poll import Phase, Poll
 from privpoll.results import summarize
-from privpoll.spec import NewPoll, describe, problems
+from privpoll.spec import NAME_PATTERN, NewPoll, describe, problems
 
-RETRY_AFTER = "5"
 PROVISION_WAIT = 30.0
+_NAME = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,14 @@ def not_found(name: str) -> ApiError:
     return ApiError(404, "poll_not_found", f"there is no poll named {name!r}")
 
 
+def check_name(name: str) -> None:
+    """No poll has a name that a poll could not be created with: 404 before any lookup."""
+    if not _NAME.fullmatch(name):
+        raise not_found(name)
+
+
 def stored_poll(name: str) -> Poll:
+    check_name(name)
     with services().pool.connection() as conn:
         poll = storage.get_poll(conn, name)
     if poll is None:
@@ -58,8 +67,12 @@ def all_polls() -> list[Poll]:
         return storage.list_polls(conn)
 
 
-def parse_new_poll(body: Any) -> NewPoll:
+def parse_new_poll(body: Any, *, strict: bool = False) -> NewPoll:
+    """The poll a body describes. ``strict``: JSON types exactly as the OpenAPI document says
+    (``"10"`` is not a number), for the API; the pages' form sends every field as text."""
     try:
+        if strict:
+            return NewPoll.model_validate_json(json.dumps(body), strict=True)
         return NewPoll.model_validate(body)
     except ValidationError as error:
         found = problems(error)
@@ -205,6 +218,7 @@ def results_of(poll: Poll, *, admin: bool) -> dict[str, Any]:
 
 def open_ballot(name: str, voter: str, token: str) -> Poll:
     """The poll a voter may vote in now with this invitation, or the reason why not."""
+    check_name(name)
     svc = services()
     try:
         poll = svc.box.call(svc.box.poll(name))

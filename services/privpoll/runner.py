@@ -157,6 +157,7 @@ class Stop(Exception):
 def up(settings: Settings) -> None:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token_given = bool(settings.admin_token)
     settings = load_secrets(settings)
 
     from privpoll.embedded import NatsServer, PostgresServer
@@ -185,7 +186,7 @@ def up(settings: Settings) -> None:
         procs = children(settings)
         for child in procs:
             child.start(env)
-        _banner(settings)
+        _banner(settings, token_given)
         while True:
             for child in procs:
                 if not child.alive():
@@ -211,13 +212,15 @@ def up(settings: Settings) -> None:
         print("privpoll: stopped", flush=True)
 
 
-def _banner(settings: Settings) -> None:
+def _banner(settings: Settings, token_given: bool) -> None:
+    # A token the user chose is theirs already: never echo a secret into a log for nothing.
+    token = "the one in PRIVPOLL_ADMIN_TOKEN" if token_given else settings.admin_token
     print(
         "\n".join(
             [
                 "",
                 f"privpoll is up at {settings.base_url}",
-                f"  admin token: {settings.admin_token}",
+                f"  admin token: {token}",
                 f"  data folder: {settings.data_dir}",
                 f"  logs:        {settings.data_dir / 'logs'}",
                 "  stop with Ctrl-C",

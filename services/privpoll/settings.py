@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from privpoll.ratelimit import Rate
 
 
 class Settings(BaseModel):
@@ -34,6 +36,18 @@ class Settings(BaseModel):
     database_ca_secret: str = Field(
         default="", description="Secret whose ca.crt the sinks mount (a DSN with sslrootcert)"
     )
+    # Per client address and per ingest worker process (ratelimit.py): votes, and wrong admin
+    # tokens (sign-in page and API). "60/m", "5/s", "100/h" or "off".
+    vote_rate_limit: str = "120/m"
+    signin_rate_limit: str = "10/m"
+    # Proxies in front of the ingest whose X-Forwarded-For names the client (an ingress: 1).
+    proxy_hops: int = Field(default=0, ge=0, le=5)
+
+    @field_validator("vote_rate_limit", "signin_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        Rate.parse(value)
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

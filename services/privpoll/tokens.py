@@ -14,12 +14,15 @@ def voter_token(secret: bytes, poll_uid: uuid.UUID, voter: str) -> str:
 
 
 def is_valid(secret: bytes, poll_uid: uuid.UUID, voter: str, token: str) -> bool:
-    return hmac.compare_digest(voter_token(secret, poll_uid, voter), token)
+    return same_secret(voter_token(secret, poll_uid, voter), token)
 
 
 def same_secret(expected: str, given: str) -> bool:
-    """Constant-time comparison for the admin token."""
-    return hmac.compare_digest(expected.encode(), given.encode())
+    """Constant-time comparison of a secret with what a client sent.
+
+    As bytes: ``compare_digest`` refuses str with non-ASCII characters, which anyone can send.
+    """
+    return hmac.compare_digest(expected.encode(), given.encode(errors="replace"))
 
 
 def reservation_key(poll_uid: uuid.UUID, voter: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from privpoll import messaging, storage
 from privpoll.embedded import NatsServer, PostgresServer, free_port
@@ -55,10 +57,24 @@ def poll_spec(voters: list[str], **changes: Any) -> dict[str, Any]:
 
 
 class System:
-    """``privpoll up`` as a user starts it, pointed at the test's NATS and PostgreSQL."""
+    """``privpoll up`` as a user starts it, pointed at the test's NATS and PostgreSQL.
 
-    def __init__(self, root: Path, nats: NatsServer, postgres: PostgresServer) -> None:
+    Every request of a test comes from one address, so the vote rate limit (per address) is
+    off unless a test sets ``PRIVPOLL_VOTE_RATE_LIMIT`` in ``env``. ``dsn``: a database of its
+    own on the server, instead of the one the session's tests share.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        nats: NatsServer,
+        postgres: PostgresServer,
+        env: dict[str, str] | None = None,
+        dsn: str | None = None,
+    ) -> None:
         self.root = root
+        self.dsn = dsn or postgres.dsn
+        self.extra_env = {"PRIVPOLL_VOTE_RATE_LIMIT": "off", **(env or {})}
         self.data = root / "data"
         self.nats = nats
         self.postgres = postgres
@@ -74,9 +90,10 @@ class System:
             "PRIVPOLL_DATA_DIR": str(self.data),
             "PRIVPOLL_HTTP_ADDR": f"127.0.0.1:{self.port}",
             "PRIVPOLL_NATS_URL": self.nats.url,
-            "PRIVPOLL_DATABASE_URL": self.postgres.dsn,
+            "PRIVPOLL_DATABASE_URL": self.dsn,
             "PRIVPOLL_ADMIN_TOKEN": ADMIN,
             "PRIVPOLL_PUBLISH_TIMEOUT": "2",
+            **self.extra_env,
         }
         self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / "up.log").open("ab") as out:
@@ -161,7 +178,7 @@ class System:
         return found
 
     def db(self) -> psycopg.Connection[Any]:
-        return storage.connect(self.postgres.dsn)
+        return storage.connect(self.dsn)
 
     def poll_uid(self, name: str) -> str:
         with self.db() as conn:
@@ -248,6 +265,14 @@ class Witness:
         finally:
             await nc.close()
         return list(found.values())
+
+
+def fresh_database(postgres: PostgresServer, prefix: str) -> str:
+    """A new, empty database on the shared server: another test's poll names never clash."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # a name made here, not input
+    return make_conninfo(postgres.dsn, dbname=name)
 
 
 def as_json(response: httpx.Response) -> Any:
