@@ -88,8 +88,8 @@ def test_default_settings_expose_nobody_even_with_a_snapshot_after_every_commit(
     result, _ = audit.inference("defaults", dumps)
     # The attacker saw the batches before the re-mixer merged them, and told them apart.
     assert result.epoch == 0
-    assert result.actor_commits >= 4, result
-    assert result.ballot_commits >= 4, result
+    assert result.actor_commits >= 3, result
+    assert result.ballot_commits >= 3, result
     assert result.aligned, result.notes
     assert result.exposed == 0
     assert result.largest_posterior < CERTAIN
@@ -152,7 +152,8 @@ def test_randomized_response_bounds_what_the_attacker_can_learn(
     # is the sampling error of those results.
     under_prior = max(math.exp(epsilon) * p / (math.exp(epsilon) * p + 1 - p) for p in result.prior)
     assert result.largest_posterior <= under_prior + 1e-9
-    assert under_prior - bound < 0.08, result.prior
+    # (about 3.5 standard errors of a choice's estimated share at 120 voters)
+    assert under_prior - bound < 0.1, result.prior
     # With the true (uniform) prior the bound is exact, and lone votes reach it.
     known = linkage.attack(
         [d.snapshot(dumps[-1].polls["coins"].uid) for d in dumps],
