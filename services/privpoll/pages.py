@@ -93,14 +93,16 @@ def _check_csrf() -> tuple[str, int] | None:
     )
 
 
-@pages.after_request
+# Every response of the app, not only this blueprint's: error pages (404, 405, 500) are
+# pages too, and JSON is harmless under the same rules.
+@pages.after_app_request
 def _headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     # Invitation links carry the voter and their token: never send them on as a referrer.
     response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 
