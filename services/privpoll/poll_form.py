@@ -18,7 +18,7 @@ from typing import Any
 
 from privpoll.noise import epsilon as epsilon_of
 from privpoll.results import expected_margin
-from privpoll.spec import MAX_CHOICES
+from privpoll.spec import MAX_CHOICES, RECOMMENDED_EPSILON
 
 HEADER_NAMES = {"voter", "voters", "voter id", "voter_id", "voterid", "id", "email", "e-mail"}
 NOT_SET = ""
@@ -53,33 +53,34 @@ PRESETS: dict[str, Preset] = {
         epsilon="2",
     ),
     "medium": Preset(
-        label="Medium privacy",
+        label="Medium privacy (recommended)",
         meaning=(
-            "Every vote hides among a random number of fake votes: at least one, two on "
-            "average. Nobody can tell from the database how a voter voted; the results need "
-            "a few dozen voters to be useful."
-        ),
-        distribution="poisson",
-        fake="2",
-        fake_min="1",
-        fake_max="",
-        randomized=False,
-        epsilon="2",
-    ),
-    "high": Preset(
-        label="High privacy",
-        meaning=(
-            "As medium, and before it is stored each choice is swapped for a random one now "
-            "and then (randomized response, ε = 2): even with the database and the list of "
-            "who voted, the odds that a voter chose one answer rather than another are at "
-            "most e² ≈ 7 to 1. The results need a hundred or more voters to be useful."
+            "Every vote hides among a random number of fake votes (at least one, two on "
+            "average), and before it is stored its choice is swapped for a random one now and "
+            "then (randomized response, ε = 2.5): even with the database and the list of who "
+            "voted, the odds that a voter chose one answer rather than another are at most "
+            "e^2.5 ≈ 12 to 1. This is what a poll gets when it says nothing about noise."
         ),
         distribution="poisson",
         fake="2",
         fake_min="1",
         fake_max="",
         randomized=True,
-        epsilon="2",
+        epsilon=f"{RECOMMENDED_EPSILON:g}",
+    ),
+    "high": Preset(
+        label="High privacy",
+        meaning=(
+            "More fake votes (three on average) and more swapping (ε = 1.5): the odds for any "
+            "voter are at most e^1.5 ≈ 4.5 to 1. The results need a few hundred voters to be "
+            "useful."
+        ),
+        distribution="poisson",
+        fake="3",
+        fake_min="1",
+        fake_max="",
+        randomized=True,
+        epsilon="1.5",
     ),
 }
 DEFAULT_PRIVACY = "medium"

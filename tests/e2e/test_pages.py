@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import re
 import time
 import zlib
@@ -39,8 +40,12 @@ def recorded(page: Page) -> list[Response]:
     return seen
 
 
-def margin_text(voters: int, p: float = 0.0) -> str:
-    margin = expected_margin(voters, 3, 2.0, p)
+def replacement(epsilon: float, choices: int = 3) -> float:
+    return choices / (math.exp(epsilon) - 1 + choices)
+
+
+def margin_text(voters: int, p: float = 0.0, fakes: float = 2.0) -> str:
+    margin = expected_margin(voters, 3, fakes, p)
     return f"± {margin:.1f} votes (± {round(100 * margin / voters)}% of the voters)"
 
 
@@ -74,15 +79,19 @@ def test_a_poll_from_sign_in_to_results(browser: Browser, site: System) -> None:
     # The live preview, computed in the browser, agrees with the server's formula.
     preview = page.locator("#preview")
     expect(preview.locator('[data-preview="voters"]')).to_have_text("5")
-    expect(preview.locator('[data-preview="margin"]')).to_have_text(margin_text(5))
-    expect(preview.locator('[data-preview="epsilon"]')).to_have_text("off")
+    # The default preset is the noise a poll gets when it says nothing: fakes plus ε = 2.5.
+    recommended = replacement(2.5)
+    expect(preview.locator('[data-preview="margin"]')).to_have_text(margin_text(5, recommended))
+    expect(preview.locator('[data-preview="epsilon"]')).to_contain_text("2.50")
     page.get_by_role("radio", name=re.compile("^High privacy")).check()
-    p = 3 / (2.718281828459045**2 - 1 + 3)
-    expect(preview.locator('[data-preview="epsilon"]')).to_contain_text("2.00")
-    expect(preview.locator('[data-preview="margin"]')).to_have_text(margin_text(5, p))
-    expect(page.locator("#randomized")).to_be_checked()
-    page.get_by_role("radio", name=re.compile("^Medium privacy")).check()
+    expect(preview.locator('[data-preview="epsilon"]')).to_contain_text("1.50")
+    expect(preview.locator('[data-preview="margin"]')).to_have_text(
+        margin_text(5, replacement(1.5), fakes=3.0)
+    )
+    page.get_by_role("radio", name=re.compile("^Low privacy")).check()
     expect(page.locator("#randomized")).not_to_be_checked()
+    page.get_by_role("radio", name=re.compile("^Medium privacy")).check()
+    expect(page.locator("#randomized")).to_be_checked()
     shot(page, "02-new-poll")
     page.get_by_role("button", name="Create the poll").last.click()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -100,7 +101,7 @@ def test_a_filled_form_gives_a_body_the_api_accepts() -> None:
     assert new.spec.schedule.closes_at is not None
     assert new.spec.schedule.closes_at.isoformat() == "2999-01-01T10:00:00-01:00"
     assert new.spec.noise.randomized_response is not None
-    assert new.spec.noise.randomized_response.epsilon == 2
+    assert new.spec.noise.randomized_response.epsilon == 1.5
 
 
 def test_a_preset_overrides_the_advanced_fields_and_custom_keeps_them() -> None:
@@ -159,10 +160,13 @@ def test_preview_uses_the_estimators_formula() -> None:
     form = PollForm(choices=("a", "b", "c"), voters="\n".join(f"v{i}" for i in range(300)))
     shown = form.preview()
     assert shown.voters == 300
-    assert shown.epsilon is None
-    assert shown.margin == pytest.approx(expected_margin(300, 3, 2.0))
+    assert shown.epsilon == pytest.approx(2.5), "the default preset is the recommended noise"
+    assert shown.margin == pytest.approx(expected_margin(300, 3, 2.0, 3 / (math.exp(2.5) + 2)))
+    plain = form.with_preset("low").preview()
+    assert plain.epsilon is None
+    assert plain.margin == pytest.approx(expected_margin(300, 3, 1.0))
     private = form.with_preset("high").preview()
-    assert private.epsilon == pytest.approx(2.0)
+    assert private.epsilon == pytest.approx(1.5)
     assert private.margin is not None
     assert shown.margin is not None
     assert private.margin > shown.margin
