@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import (
     BucketNotFoundError,
+    KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 POLL_TTL = 1.0
 RELEASE_FOR = 600
+# A reservation's value: b"pending <unix time>" while its envelope is being published,
+# b"queued" once JetStream acked it (b"", written before there were states, means queued).
+PENDING = b"pending"
+QUEUED = b"queued"
 
 
 class QueueDown(Exception):
@@ -58,6 +63,9 @@ class BallotBox:
         self.nats_url = nats_url
         self.publish_timeout = publish_timeout
         self.replicas = replicas
+        # The longest a living request holds a pending reservation: ``call`` gives up on it
+        # then. A pending one older than that lost its request with its process.
+        self.orphaned_after = publish_timeout * 2 + 5
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="privpoll-nats", daemon=True)
         self._nc: Client | None = None
@@ -136,6 +144,13 @@ class BallotBox:
             self.remember(closed)
         return closed
 
+    def recent(self, name: str) -> Poll | None:
+        """The poll if the cache holds a fresh copy: no hop to the NATS loop on a vote."""
+        cached = self._polls.get(name)
+        if cached and cached[1] is not None and time.monotonic() - cached[0] < POLL_TTL:
+            return cached[1]
+        return None
+
     def remember(self, poll: Poll) -> None:
         self._polls[poll.name] = (time.monotonic(), poll)
 
@@ -172,32 +187,41 @@ class BallotBox:
         try:
             bucket = await self._voters_bucket(poll)
             await bucket.get(tokens.reservation_key(poll.uid, voter))
-        except (KeyNotFoundError, BucketNotFoundError):
+        except (KeyNotFoundError, KeyDeletedError, BucketNotFoundError):
             return False
         except (NatsTimeout, ConnectionClosedError, NoRespondersError) as error:
             raise QueueDown(type(error).__name__) from error
         return True
 
     async def cast(self, poll: Poll, voter: str, choice: str) -> None:
-        """Queue one vote durably; returns only after JetStream acked its envelope."""
+        """Queue one vote durably; returns only after JetStream acked its envelope.
+
+        In ``prevent`` mode the voter is reserved first, and the envelope's Nats-Msg-Id is the
+        reservation key: if an earlier attempt's envelope reached the stream but its answer
+        was lost (a crash, a timeout), JetStream drops this one as a duplicate and the earlier
+        vote stands (AlreadyVoted).
+        """
         js = await self.jetstream()
         reservation: tuple[KeyValue, str] | None = None
         try:
+            envelope = seal(self._noise_for(poll), voter, choice)
+            message_id = str(envelope.id)
+            revision = 0
             if poll.rules.duplicates == "prevent":
                 bucket = await self._voters_bucket(poll)
-                reservation = (bucket, tokens.reservation_key(poll.uid, voter))
-                try:
-                    await bucket.create(reservation[1], b"")
-                except KeyWrongLastSequenceError as error:
-                    reservation = None
-                    raise AlreadyVoted from error
-            envelope = seal(self._noise_for(poll), voter, choice)
-            await js.publish(
+                message_id = tokens.reservation_key(poll.uid, voter)
+                revision = await self._reserve(bucket, message_id)
+                reservation = (bucket, message_id)
+            ack = await js.publish(
                 messaging.subject(poll.name),
                 envelope.encode(),
                 timeout=self.publish_timeout,
-                headers={"Nats-Msg-Id": str(envelope.id)},
+                headers={"Nats-Msg-Id": message_id},
             )
+            if reservation is not None:
+                await self._mark_queued(*reservation, revision)
+            if ack.duplicate:
+                raise AlreadyVoted
         except AlreadyVoted:
             raise
         except NoRespondersError as error:
@@ -217,12 +241,68 @@ class BallotBox:
             self._release(reservation)
             raise QueueDown(type(error).__name__) from error
 
+    async def _reserve(self, bucket: KeyValue, key: str) -> int:
+        """Reserve the voter for this attempt: the reservation's revision, or AlreadyVoted.
+
+        A pending reservation is another attempt in flight: wait for it (a burst of the same
+        vote gets one 202 and 409s). One pending for longer than ``orphaned_after`` lost its
+        request with its process (kill -9 between reserving and publishing): this attempt
+        takes it over, or the voter would be locked out without a vote.
+        """
+        deadline = time.monotonic() + self.publish_timeout
+        while True:
+            try:
+                return await bucket.create(key, b"%s %.3f" % (PENDING, time.time()))
+            except KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await bucket.get(key)
+            except (KeyNotFoundError, KeyDeletedError):
+                continue  # released meanwhile: reserve again
+            state, _, since = (entry.value or b"").partition(b" ")
+            if state != PENDING:
+                raise AlreadyVoted
+            if time.time() - float(since or 0) > self.orphaned_after:
+                try:
+                    return await bucket.update(
+                        key, b"%s %.3f" % (PENDING, time.time()), last=entry.revision
+                    )
+                except KeyWrongLastSequenceError:
+                    continue  # another attempt took it over first
+            if time.monotonic() > deadline:
+                raise QueueDown("an earlier attempt of this voter is still being queued")
+            await asyncio.sleep(0.05)
+
+    async def _mark_queued(self, bucket: KeyValue, key: str, revision: int) -> None:
+        """The envelope is in: the reservation now holds for good."""
+        try:
+            await bucket.update(key, QUEUED, last=revision)
+        except KeyWrongLastSequenceError:
+            pass  # taken over as orphaned: that attempt publishes under the same message id
+        except Exception:
+            # The vote is queued whatever happens here; a pending mark left behind would let
+            # a late retry publish again (dropped as a duplicate within the window).
+            task = asyncio.get_running_loop().create_task(self._settle(bucket, key))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
+
+    async def _settle(self, bucket: KeyValue, key: str) -> None:
+        deadline = time.monotonic() + RELEASE_FOR
+        while time.monotonic() < deadline:
+            try:
+                await bucket.put(key, QUEUED)
+                return
+            except Exception:
+                await asyncio.sleep(0.5)
+        log.warning("gave up marking a reservation queued after %ds", RELEASE_FOR)
+
     def _release(self, reservation: tuple[KeyValue, str] | None) -> None:
         """Free, in the background, a reservation whose vote was not queued.
 
         NATS may be away right now, so the release retries until it is back. If the publish
-        did reach the stream but its ack was lost, the voter may later vote twice; the
-        results then show it (unique voters < total votes).
+        did reach the stream but its ack was lost, the voter's retry is dropped as a duplicate
+        within the stream's dedup window; after it, the voter may vote twice, and the results
+        then show it (unique voters < total votes).
         """
         if reservation is not None:
             task = asyncio.get_running_loop().create_task(self._free(*reservation))

@@ -220,10 +220,12 @@ def open_ballot(name: str, voter: str, token: str) -> Poll:
     """The poll a voter may vote in now with this invitation, or the reason why not."""
     check_name(name)
     svc = services()
-    try:
-        poll = svc.box.call(svc.box.poll(name))
-    except QueueDown as error:
-        raise queue_down() from error
+    poll = svc.box.recent(name)
+    if poll is None:
+        try:
+            poll = svc.box.call(svc.box.poll(name))
+        except QueueDown as error:
+            raise queue_down() from error
     if poll is None:
         raise not_found(name)
     phase = poll.phase()
