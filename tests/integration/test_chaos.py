@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -79,7 +80,9 @@ class Load:
                 self._one(voter)
 
     def acknowledged(self) -> set[str]:
-        return {v for v, seen in self.answers.items() if 202 in seen}
+        """Voters told their vote is in: 202, or 409 "already voted" on a retry, when the
+        first answer was lost in the crash after the vote was queued."""
+        return {v for v, seen in self.answers.items() if 202 in seen or 409 in seen}
 
     def refused(self) -> set[str]:
         return {v for v, seen in self.answers.items() if seen[0] != 202}
@@ -113,11 +116,21 @@ def verify(system: System, witness: Witness, poll: str, load: Load, fault: str) 
 
 
 def _record(fault: str, load: Load, stored: Counter[str], statuses: Counter[int | str]) -> None:
+    record_figures(fault, len(load.answers), load.acknowledged(), stored, statuses)
+
+
+def record_figures(
+    fault: str,
+    voters: int,
+    acknowledged: set[str],
+    stored: Counter[str],
+    statuses: Counter[Any],
+) -> None:
+    """One fault's figures in the report (docs/reliability.md quotes them)."""
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     figures = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    acknowledged = load.acknowledged()
     figures[fault] = {
-        "voters": len(load.answers),
+        "voters": voters,
         "acknowledged": len(acknowledged),
         "stored": sum(stored.values()),
         "lost": len(acknowledged - set(stored)),
