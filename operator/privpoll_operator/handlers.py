@@ -198,9 +198,7 @@ async def reconcile(
                     rules=wanted.rules(),
                     eligible=len(wanted.voters.listed),
                 )
-                stored = await provision.provision(
-                    js, conn, poll, wanted, replicas=op.settings.stream_replicas
-                )
+                stored = await asyncio.to_thread(provision.provision_database, conn, poll, wanted)
             else:
                 # Votes count from the moment they are queued, not when the sinks store them.
                 stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
@@ -214,16 +212,16 @@ async def reconcile(
                     raise kopf.PermanentError(refused)
                 updated = await asyncio.to_thread(storage.update_spec, conn, name, wanted)
                 assert updated is not None
-                stored = await provision.provision(
-                    js, conn, updated, wanted, replicas=op.settings.stream_replicas
-                )
+                stored = updated
+            # The sinks first: once the poll is in the registry the ingest takes votes for
+            # it, and whoever sees it there finds its sink Deployments in place too.
+            for role in messaging.ROLES:
+                manifest = deployments.sink(name, role, op.settings)
+                kopf.adopt(manifest, owner=body)
+                await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
+            await provision.provision_queue(js, stored, replicas=op.settings.stream_replicas)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
-
-    for role in messaging.ROLES:
-        manifest = deployments.sink(name, role, op.settings)
-        kopf.adopt(manifest, owner=body)
-        await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
 
     conditions = status.get("conditions")
     conditions = set_condition(
