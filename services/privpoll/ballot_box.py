@@ -20,12 +20,14 @@ from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.errors import APIError as JetStreamAPIError
 from nats.js.errors import (
     BucketNotFoundError,
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
     NoKeysError,
+    NoStreamResponseError,
 )
 from nats.js.kv import KeyValue
 
@@ -224,9 +226,10 @@ class BallotBox:
                 raise AlreadyVoted
         except AlreadyVoted:
             raise
-        except NoRespondersError as error:
+        except (NoRespondersError, NoStreamResponseError) as error:
             self._release(reservation)
-            # A closed poll's stream stops listening on the vote subject at once.
+            # A closed poll's stream stops listening on the vote subject at once (a vote
+            # racing the close meets no stream: nats-py says NoStreamResponseError).
             current = await self.poll(poll.name, fresh=True)
             if current is None or current.phase() is Phase.CLOSED:
                 raise PollClosed from error
@@ -237,6 +240,8 @@ class BallotBox:
             ConnectionClosedError,
             OutboundBufferLimitError,
             QueueDown,
+            # JetStream refused the envelope (unavailable, out of storage, ...): not stored.
+            JetStreamAPIError,
         ) as error:
             self._release(reservation)
             raise QueueDown(type(error).__name__) from error

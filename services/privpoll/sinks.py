@@ -42,6 +42,8 @@ FETCH_TIMEOUT = 1.0
 PROGRESS_EVERY = provision.ACK_WAIT / 3
 POLL_REFRESH = 1.0
 DISCOVER_EVERY = 2.0
+# How often a sink looks again at a poll it finished: a new poll may have taken its name.
+RECHECK_FINISHED = 60.0
 
 Rows = list[tuple[uuid.UUID, str]]
 Writer = Callable[[psycopg.Connection[Any], uuid.UUID, Iterable[tuple[uuid.UUID, str]]], None]
@@ -111,11 +113,22 @@ class PollSink:
         self._conn: psycopg.Connection[Any] | None = None
         self._checked_at = 0.0
         self.gone = False
+        self.finished = False
 
     async def run(self) -> None:
+        """Until the poll is gone, or closed and everything of it stored: then the worker
+        ends, and with it its database connection and its subscription."""
         sub = await self.js.pull_subscribe_bind(
             durable=messaging.consumer(self.role), stream=messaging.stream(self.poll.name)
         )
+        try:
+            await self._consume(sub)
+        finally:
+            self._close_conn()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
         batch = Batch()
         while not self.gone:
             await self._refresh()
@@ -141,6 +154,21 @@ class PollSink:
                 if await self._flush(write):
                     batch = held
             await self._keep_alive(batch)
+            if drained and not batch and await self._all_stored():
+                self.finished = True
+                return
+
+    async def _all_stored(self) -> bool:
+        """The stream takes no more votes and holds nothing for this sink: nothing pending,
+        nothing delivered and unacked (a lost ack would come back as a redelivery)."""
+        stream = messaging.stream(self.poll.name)
+        try:
+            info = await self.js.stream_info(stream)
+            consumer = await self.js.consumer_info(stream, messaging.consumer(self.role))
+        except Exception:
+            return False
+        taking = messaging.subject(self.poll.name) in (info.config.subjects or [])
+        return not taking and not consumer.num_pending and not consumer.num_ack_pending
 
     @property
     def capacity(self) -> int:
@@ -251,29 +279,44 @@ class Sink:
         self.nats_url = nats_url
         self.dsn = dsn
         self.only = polls
-        self.workers: dict[str, asyncio.Task[None]] = {}
+        self.workers: dict[str, tuple[PollSink, asyncio.Task[None]]] = {}
+        # Polls whose every envelope is stored: (uid, when last looked at), not served again
+        # unless a new poll takes the name. A long-lived sink holds no connection for them.
+        self.finished: dict[str, tuple[uuid.UUID, float]] = {}
 
     async def run(self) -> None:
         nc = await self._connect()
         js = nc.jetstream()
         while True:
             for name in await self._names(js):
-                task = self.workers.get(name)
-                if task is not None and not task.done():
+                running = self.workers.get(name)
+                if running is not None and not running[1].done():
                     continue
-                if task is not None and task.exception() is not None:
-                    log.warning(
-                        "%s sink of %s stopped (%s); restarting",
-                        self.role,
-                        name,
-                        type(task.exception()).__name__,
-                    )
+                if running is not None:
+                    self._ended(name, *running)
+                finished = self.finished.get(name)
+                if finished and time.monotonic() - finished[1] < RECHECK_FINISHED:
+                    continue
                 with contextlib.suppress(Exception):
                     poll = await provision.lookup(js, name)
-                    if poll is not None:
+                    if finished and poll is not None and poll.uid == finished[0]:
+                        self.finished[name] = (poll.uid, time.monotonic())
+                    elif poll is not None:
+                        self.finished.pop(name, None)
                         worker = PollSink(self.role, js, self.dsn, poll)
-                        self.workers[name] = asyncio.create_task(worker.run())
+                        self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
+
+    def _ended(self, name: str, worker: PollSink, task: asyncio.Task[None]) -> None:
+        del self.workers[name]
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.warning(
+                "%s sink of %s stopped (%s); restarting", self.role, name, type(error).__name__
+            )
+        elif worker.finished:
+            log.info("%s sink of %s: every envelope stored; done with it", self.role, name)
+            self.finished[name] = (worker.poll.uid, time.monotonic())
 
     async def _connect(self) -> Client:
         while True:

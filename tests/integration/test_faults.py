@@ -8,6 +8,8 @@ import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
+
 from privpoll import messaging, provision
 from privpoll import tokens as tokens_module
 from privpoll.envelope import seal
@@ -173,3 +175,31 @@ def test_a_vote_orphaned_by_a_crash_is_neither_lost_nor_doubled(system: System) 
         assert time.monotonic() < deadline, system.output()
         time.sleep(0.3)
     assert sorted(v for _, v in system.stored("orphans")[0]) == ["alice", "bob"]
+
+
+def test_votes_racing_a_close_are_taken_or_refused_never_a_500(system: System) -> None:
+    """Closing a poll switches its stream off the vote subject: a vote published in that
+    moment finds no stream, and is told the poll closed (it was: 410), not a 500."""
+    voters = [f"voter-{i:04d}" for i in range(1500)]
+    system.create_poll("racing", poll_spec(voters, duplicates="detect"))
+    tokens = system.invitations("racing")
+
+    def cast(voter: str) -> int:
+        with httpx.Client(base_url=system.url, timeout=30) as http:
+            answer = http.post(
+                "/api/v1/polls/racing/votes",
+                json={"voter": voter, "token": tokens[voter], "choice": "pizza"},
+            )
+        return answer.status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = pool.map(cast, voters)
+        time.sleep(1)
+        system.close("racing")
+        statuses = Counter(answers)
+    assert set(statuses) == {202, 410}, statuses
+    deadline = time.monotonic() + 60
+    while len(system.stored("racing")[0]) < statuses[202]:
+        assert time.monotonic() < deadline, system.output()
+        time.sleep(0.3)
+    assert len(system.stored("racing")[0]) == statuses[202], "accepted: stored; refused: not"
