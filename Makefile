@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos bench privacy-report chromium clean
+.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ integration: install
 # The fault suite at full size (make test runs it small); figures in test-artifacts/chaos.json.
 chaos: install
 	PRIVPOLL_CHAOS_VOTES=2000 $(BIN)/pytest -q tests/integration/test_chaos.py tests/integration/test_faults.py
+
+# Ten minutes of votes at half the benchmarked rate (bench/soak.py): memory of every process
+# flat within 10%, no vote lost. Never part of make test; figures in bench/results/soak-*.json.
+soak: install
+	$(BIN)/python -m bench.soak
 
 # Benchmarks, never part of make test: ratios against baselines measured in the same run.
 bench: install
