@@ -63,13 +63,18 @@ async def registry(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
 
 
 async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> None:
-    """Stream, both durable consumers, the voters bucket and the registry entry."""
-    config = stream_config(poll, replicas=replicas)
+    """Stream, both durable consumers, the voters bucket and the registry entry.
+
+    Closing is one-way: a caller holding a copy of the poll from before a concurrent close
+    (the operator's update handler racing its timer) must not reopen the stream.
+    """
     try:
-        await js.stream_info(config.name or "")
-        await js.update_stream(config)
+        info = await js.stream_info(messaging.stream(poll.name))
+        if not poll.closed and (info.config.subjects or []) == [messaging.closed(poll.name)]:
+            poll = poll.model_copy(update={"closed": True})
+        await js.update_stream(stream_config(poll, replicas=replicas))
     except NotFoundError:
-        await js.add_stream(config)
+        await js.add_stream(stream_config(poll, replicas=replicas))
     # Consumers before any vote: with Interest retention a message nobody is interested in
     # is dropped at once.
     for role in messaging.ROLES:

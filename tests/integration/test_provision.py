@@ -40,3 +40,31 @@ def test_provisioning_twice_changes_nothing(nats: NatsServer, postgres: Postgres
     with storage.connect(postgres.dsn) as conn:
         count = conn.execute("SELECT count(*) FROM polls WHERE name = 'twice'").fetchone()
     assert count == (1,)
+
+
+def test_a_stale_copy_never_reopens_a_closed_poll(
+    nats: NatsServer, postgres: PostgresServer
+) -> None:
+    spec = PollSpec.model_validate(
+        {"title": "t", "choices": ["a", "b"], "voters": {"ids": ["alice"]}}
+    )
+    poll = Poll(name="oneway", uid=randomness.new_id(), rules=spec.rules(), eligible=1)
+
+    async def run() -> tuple[list[str], Poll | None]:
+        nc = await messaging.connect(nats.url, "test")
+        try:
+            js = nc.jetstream()
+            with storage.connect(postgres.dsn) as conn:
+                stale = await provision.provision(js, conn, poll, spec)
+                await provision.close(js, conn, "oneway")
+                # e.g. the operator's update handler, holding the poll from before the close
+                await provision.provision_queue(js, stale)
+            info = await js.stream_info(messaging.stream("oneway"))
+            return list(info.config.subjects or []), await provision.lookup(js, "oneway")
+        finally:
+            await nc.close()
+
+    subjects, registered = asyncio.run(run())
+    assert subjects == [messaging.closed("oneway")]
+    assert registered is not None
+    assert registered.closed
