@@ -47,8 +47,10 @@ def _json_body(limit: int | None = None, what: str = "the body") -> Any:
     except (ValueError, RecursionError) as error:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from error
     try:
-        # JSON may escape a lone UTF-16 surrogate (\ud800), which no UTF-8 text can hold.
-        json.dumps(body, ensure_ascii=False).encode()
+        # JSON may escape a lone UTF-16 surrogate (\ud800), which no UTF-8 text can hold;
+        # only an escape can bring one in (raw bytes must be valid UTF-8 to parse).
+        if b"\\u" in data:
+            json.dumps(body, ensure_ascii=False).encode()
     except UnicodeEncodeError as error:
         raise ApiError(
             400, "invalid_json", "the body holds a lone surrogate (\\udXXX), not text"

@@ -33,6 +33,11 @@ def voters_bucket(poll: str) -> str:
     return f"privpoll-voters-{poll}"
 
 
+def reservation(poll: str, key: str) -> str:
+    """The subject of one voter's reservation in the poll's voters bucket (a KV key)."""
+    return f"$KV.{voters_bucket(poll)}.{key}"
+
+
 async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True) -> Client:
     """A connection that keeps trying to reconnect for as long as the process lives.
 

@@ -213,7 +213,9 @@ def write_actors(
     """One batch of (entry, voter), shuffled, in one transaction."""
     _write(
         conn,
-        "INSERT INTO actors (poll, entry, voter) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        "INSERT INTO actors (poll, entry, voter) "
+        "SELECT %s, r.entry, r.voter FROM unnest(%s::uuid[], %s::text[]) AS r (entry, voter) "
+        "ON CONFLICT DO NOTHING",
         poll,
         rows,
     )
@@ -225,7 +227,9 @@ def write_ballots(
     """One batch of (ballot id, choice), shuffled, in one transaction."""
     _write(
         conn,
-        "INSERT INTO ballots (poll, id, choice) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        "INSERT INTO ballots (poll, id, choice) "
+        "SELECT %s, r.id, r.choice FROM unnest(%s::uuid[], %s::text[]) AS r (id, choice) "
+        "ON CONFLICT DO NOTHING",
         poll,
         rows,
     )
@@ -237,11 +241,15 @@ def _write(
     poll: uuid.UUID,
     rows: Iterable[tuple[uuid.UUID, str]],
 ) -> None:
-    params = [(poll, key, value) for key, value in rows]
-    randomness.shuffle(params)
+    """The whole batch as one statement over two arrays, in shuffled order: one round trip
+    and one plan, however many rows (``unnest`` keeps the arrays' order)."""
+    shuffled = list(rows)
+    randomness.shuffle(shuffled)
+    keys = [key for key, _ in shuffled]
+    values = [value for _, value in shuffled]
 
     def work(cur: psycopg.Cursor[Any]) -> None:
-        cur.executemany(statement, params)
+        cur.execute(statement, (poll, keys, values))
 
     run_transaction(conn, work)
 
