@@ -46,11 +46,15 @@ chaos: install
 soak: install
 	$(BIN)/python -m bench.soak
 
-# Benchmarks, never part of make test: ratios against baselines measured in the same run.
+# Benchmarks, never part of make test: ratios against baselines measured in the same run
+# (five to ten minutes; BENCH_ARGS="--seconds 3" or "--quick" for a shorter look). Figures in
+# bench/results/*.json, docs/benchmarks.md and docs/benchmarks.png.
+BENCH_ARGS ?=
 bench: install
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } || \
 		{ echo "bench needs wrk: apt-get install wrk"; exit 1; }
-	$(BIN)/python -m bench.run
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[report]'
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # What a database thief learns from privpoll and from two common designs, measured in one run
 # (about two minutes): docs/privacy.json, docs/privacy.png and the table in docs/privacy.md.

@@ -39,7 +39,8 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.run import HERE, Privpoll
+from bench.run import HERE
+from bench.servers import Privpoll
 from privpoll.embedded import NatsServer, PostgresServer
 
 DEFAULT_RATE = 100.0

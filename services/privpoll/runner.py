@@ -86,14 +86,14 @@ class Child:
         self.pid_path.unlink(missing_ok=True)
 
 
-def children(settings: Settings) -> list[Child]:
-    logs = settings.data_dir / "logs"
-    run = settings.data_dir / "run"
-    logs.mkdir(parents=True, exist_ok=True)
-    run.mkdir(parents=True, exist_ok=True)
-    python = sys.executable
-    ingest = [
-        python,
+ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
+
+
+def gunicorn_argv(settings: Settings, app: str) -> list[str]:
+    """The ingest's gunicorn command line serving ``app``; the benchmark serves its comparison
+    apps with exactly this, so that only the app differs."""
+    return [
+        sys.executable,
         "-m",
         "gunicorn",
         "--worker-class",
@@ -109,9 +109,18 @@ def children(settings: Settings) -> list[Child]:
         "--access-logfile",
         "-",
         "--access-logformat",
-        '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms',
-        "privpoll.ingest:create_app()",
+        ACCESS_LOG_FORMAT,
+        app,
     ]
+
+
+def children(settings: Settings) -> list[Child]:
+    logs = settings.data_dir / "logs"
+    run = settings.data_dir / "run"
+    logs.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    ingest = gunicorn_argv(settings, "privpoll.ingest:create_app()")
     found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid")]
     for role in messaging.ROLES:
         argv = [python, "-m", "privpoll", "sink", role]
