@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -36,14 +37,20 @@ class Services:
         # Counts wrong admin tokens only, on the sign-in page and on the API alike.
         self.signins = Limiter(Rate.parse(settings.signin_rate_limit))
         self._lock = threading.Lock()
-        self._pid = 0
         self._box: BallotBox | None = None
         self._pool: ConnectionPool | None = None
+        _EVERY.add(self)
+
+    def _forget(self) -> None:
+        """In a forked child: the parent's connections are the parent's; open our own."""
+        self._lock = threading.Lock()
+        self._box = None
+        self._pool = None
 
     def _ensure(self) -> None:
-        if self._pid != os.getpid():
+        if self._pool is None:
             with self._lock:
-                if self._pid != os.getpid():
+                if self._pool is None:
                     self._box = BallotBox(
                         self.settings.nats_url,
                         publish_timeout=self.settings.publish_timeout,
@@ -61,7 +68,6 @@ class Services:
                         open=True,
                         name="privpoll-ingest",
                     )
-                    self._pid = os.getpid()
 
     @property
     def box(self) -> BallotBox:
@@ -74,6 +80,18 @@ class Services:
         self._ensure()
         assert self._pool is not None
         return self._pool
+
+
+# Every Services of this process, so a forked child (a gunicorn worker) starts afresh.
+_EVERY: weakref.WeakSet[Services] = weakref.WeakSet()
+
+
+def _forget_all() -> None:
+    for svc in list(_EVERY):
+        svc._forget()
+
+
+os.register_at_fork(after_in_child=_forget_all)
 
 
 def services() -> Services:

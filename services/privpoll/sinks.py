@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.errors import NoKeysError, NotFoundError
+from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from privpoll import messaging, provision, randomness, storage
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 FETCH_TIMEOUT = 1.0
+FETCH_WHILE_WRITING = 0.05
+# Database connections of one sink process, shared by its polls; a write waits this long
+# for one before the sink takes the database for unavailable and tries again.
+CONNECTIONS = 4
+CONNECTION_WAIT = 10.0
 PROGRESS_EVERY = provision.ACK_WAIT / 3
 POLL_REFRESH = 1.0
 DISCOVER_EVERY = 2.0
@@ -104,59 +110,84 @@ class SinkStats:
 class PollSink:
     """One role's consumer of one poll's stream."""
 
-    def __init__(self, role: messaging.Role, js: JetStreamContext, dsn: str, poll: Poll) -> None:
+    def __init__(
+        self,
+        role: messaging.Role,
+        js: JetStreamContext,
+        connections: ConnectionPool[psycopg.Connection[Any]],
+        poll: Poll,
+    ) -> None:
         self.role = role
         self.js = js
-        self.dsn = dsn
+        self.connections = connections
         self.poll = poll
         self.stats = SinkStats()
-        self._conn: psycopg.Connection[Any] | None = None
         self._checked_at = 0.0
         self.gone = False
         self.finished = False
 
     async def run(self) -> None:
         """Until the poll is gone, or closed and everything of it stored: then the worker
-        ends, and with it its database connection and its subscription."""
+        ends, and with it its subscription."""
         sub = await self.js.pull_subscribe_bind(
             durable=messaging.consumer(self.role), stream=messaging.stream(self.poll.name)
         )
         try:
             await self._consume(sub)
         finally:
-            self._close_conn()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
     async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Fetch, hold, write. A batch is written while the next one is fetched: the database
+        and NATS work side by side, and each batch is acked once its own commit is done."""
         batch = Batch()
-        while not self.gone:
-            await self._refresh()
-            closing = self.poll.phase() is Phase.CLOSED
-            messages: list[Msg] = []
-            if len(batch) < self.capacity:
-                try:
-                    messages = await sub.fetch(self.capacity - len(batch), timeout=FETCH_TIMEOUT)
-                except NatsTimeout:
-                    messages = []
-                except Exception as error:  # NATS restarting: keep the batch, try again
-                    log.warning(
-                        "%s sink of %s: fetch failed (%s)",
-                        self.role,
-                        self.poll.name,
-                        type(error).__name__,
-                    )
-                    await asyncio.sleep(FETCH_TIMEOUT)
-            await self._take(batch, messages)
-            drained = closing and not messages
-            if self._due(batch, drained=drained):
-                write, held = batch.split(0 if drained else self.poll.rules.mixing.min_batch)
-                if await self._flush(write):
-                    batch = held
-            await self._keep_alive(batch)
-            if drained and not batch and await self._all_stored():
-                self.finished = True
-                return
+        writing: tuple[Batch, asyncio.Task[bool]] | None = None
+        try:
+            while not self.gone:
+                await self._refresh()
+                closing = self.poll.phase() is Phase.CLOSED
+                messages = await self._fetch(sub, len(batch), writing[1] if writing else None)
+                await self._take(batch, messages)
+                if writing is not None and writing[1].done():
+                    written, task = writing
+                    writing = None
+                    if not task.result():  # not stored: those envelopes are the oldest again
+                        batch = Batch(written.items + batch.items, batch.ready_at)
+                drained = closing and not messages
+                if writing is None and self._due(batch, drained=drained):
+                    write, batch = batch.split(0 if drained else self.poll.rules.mixing.min_batch)
+                    writing = (write, asyncio.create_task(self._flush(write)))
+                await self._keep_alive(batch)
+                if drained and not batch and writing is None and await self._all_stored():
+                    self.finished = True
+                    return
+        finally:
+            if writing is not None:
+                with contextlib.suppress(Exception):
+                    await writing[1]
+
+    async def _fetch(
+        self, sub: JetStreamContext.PullSubscription, held: int, writing: asyncio.Task[bool] | None
+    ) -> list[Msg]:
+        """Up to what the batch has room for; briefly while a write runs, to see it end."""
+        if held >= self.capacity:
+            if writing is not None:
+                await asyncio.wait({writing})
+            return []
+        try:
+            return await sub.fetch(
+                self.capacity - held,
+                timeout=FETCH_TIMEOUT if writing is None else FETCH_WHILE_WRITING,
+            )
+        except NatsTimeout:
+            return []
+        except Exception as error:  # NATS restarting: keep the batch, try again
+            log.warning(
+                "%s sink of %s: fetch failed (%s)", self.role, self.poll.name, type(error).__name__
+            )
+            await asyncio.sleep(FETCH_TIMEOUT)
+            return []
 
     async def _all_stored(self) -> bool:
         """The stream takes no more votes and holds nothing for this sink: nothing pending,
@@ -216,7 +247,6 @@ class PollSink:
                 type(error).__name__,
                 len(batch),
             )
-            self._close_conn()
             await asyncio.sleep(1)
             return False
         for msg in batch.messages:
@@ -235,15 +265,8 @@ class PollSink:
         return True
 
     def _write(self, rows: Rows) -> None:
-        if self._conn is None or self._conn.closed:
-            self._conn = storage.connect(self.dsn)
-        WRITERS[self.role](self._conn, self.poll.uid, rows)
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-        self._conn = None
+        with self.connections.connection() as conn:
+            WRITERS[self.role](conn, self.poll.uid, rows)
 
     async def _keep_alive(self, batch: Batch) -> None:
         """In-progress acks, so JetStream does not redeliver what a batch holds for mixing."""
@@ -287,6 +310,19 @@ class Sink:
     async def run(self) -> None:
         nc = await self._connect()
         js = nc.jetstream()
+        # One small pool for every poll this process serves: a sink of a hundred polls
+        # holds a few connections, not a hundred.
+        connections: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=CONNECTIONS,
+            kwargs={"autocommit": True},
+            timeout=CONNECTION_WAIT,
+            # After a database restart the pooled connections are dead: test each one first.
+            check=ConnectionPool.check_connection,
+            open=True,
+            name=f"privpoll-sink-{self.role}",
+        )
         while True:
             for name in await self._names(js):
                 running = self.workers.get(name)
@@ -303,7 +339,7 @@ class Sink:
                         self.finished[name] = (poll.uid, time.monotonic())
                     elif poll is not None:
                         self.finished.pop(name, None)
-                        worker = PollSink(self.role, js, self.dsn, poll)
+                        worker = PollSink(self.role, js, connections, poll)
                         self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
 
