@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import cpu
+
 HERE = Path(__file__).resolve().parent
 CHOICES = ["pizza", "sushi", "tacos"]
 THREADS = 2
@@ -44,15 +46,25 @@ def round_robin(
 
 
 def wrk(
-    base: str, bodies: Path, seconds: int, connections: int = CONNECTIONS, rate: float = 0
+    base: str,
+    bodies: Path,
+    seconds: int,
+    connections: int = CONNECTIONS,
+    rate: float = 0,
+    groups: cpu.Groups | None = None,
 ) -> dict[str, Any]:
-    """One wrk run against ``base`` (http://host:port); rate 0 means as fast as answered."""
+    """One wrk run against ``base`` (http://host:port); rate 0 means as fast as answered.
+
+    With ``groups``, the summary also says how much CPU each group of processes spent per
+    request (``cpu_us_per_request``)."""
     env = {**os.environ, "BODIES": str(bodies), "THREADS": str(THREADS), "RATE": str(rate)}
     argv = [
         "wrk", f"-t{THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
         "-s", str(HERE / "load.lua"), base,
     ]  # fmt: skip
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    used: dict[str, float] = {}
+    with cpu.split(groups or dict, used):
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     found = re.search(r"^WRK_JSON (.*)$", done.stdout, re.MULTILINE)
     if done.returncode != 0 or not found:
         raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -61,6 +73,8 @@ def wrk(
     summary["connections"] = connections
     summary["accepted_per_s"] = round(accepted / summary["seconds"], 1)
     summary["requests_per_s"] = round(summary["requests"] / summary["seconds"], 1)
+    if groups is not None:
+        summary["cpu_us_per_request"] = cpu.per_request(used, summary["requests"])
     if rate:
         summary["offered_per_s"] = round(rate, 1)
         summary["achieved_per_s"] = summary["requests_per_s"]

@@ -9,6 +9,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 CHART = ROOT / "docs" / "benchmarks.png"
+# The hand-written reading of the figures (profiles, what limits privpoll), kept beside the
+# generator and appended to the generated page.
+ANALYSIS = ROOT / "bench" / "analysis.md"
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,7 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
             "after the last 202.",
             "",
         ]
+    lines += _cpu_split(found)
     paced = [(share, found.get(f"privpoll_at_{share}pct")) for share in (50, 80)]
     if any(run for _, run in paced):
         lines += [
@@ -310,8 +314,41 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
             f"- {len(reused)} run(s) sent more requests than their polls have voters (a poll "
             "lists at most 100,000): wrk started over and the repeated voters got 409."
         )
+    if ANALYSIS.exists():
+        lines += ["", ANALYSIS.read_text().strip()]
     lines.append("")
     return "\n".join(lines)
+
+
+def _cpu_split(found: dict[str, Any]) -> list[str]:
+    """CPU microseconds per request of each group of processes, at saturation."""
+    runs: list[tuple[str, dict[str, Any]]] = [
+        (what, found[what])
+        for what in ("ceiling", "naive", "privpoll")
+        if found.get(what, {}).get("cpu_us_per_request")
+    ]
+    if not runs:
+        return []
+    groups: list[str] = []
+    for _, run in runs:
+        groups += [g for g in run["cpu_us_per_request"] if g not in groups and g != "total"]
+    lines = [
+        "## Where the CPU goes",
+        "",
+        "CPU time (user + system) each group of processes spent during the saturated run, "
+        "per request answered, in microseconds (bench/cpu.py). Two cores serve them all, so "
+        "a server's rate is about 2 s / its total.",
+        "",
+    ]
+    lines += _table(
+        ["server", *groups, "total"],
+        [
+            [what, *(run["cpu_us_per_request"].get(g) for g in groups),
+             run["cpu_us_per_request"]["total"]]
+            for what, run in runs
+        ],
+    )  # fmt: skip
+    return [*lines, ""]
 
 
 def _runs(found: dict[str, Any]) -> list[dict[str, Any]]:

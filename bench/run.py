@@ -52,14 +52,14 @@ CEILING_GUESS = 12_000.0
 WARMUP_SECONDS = 2
 
 
-def _baselines(work: Path, dsn: str, seconds: int, bodies: Path) -> dict[str, Any]:
-    env = {**os.environ, "PRIVPOLL_DATABASE_URL": dsn}
+def _baselines(work: Path, pg: PostgresServer, seconds: int, bodies: Path) -> dict[str, Any]:
+    env = {**os.environ, "PRIVPOLL_DATABASE_URL": pg.dsn}
     found = {}
     for name in ("ceiling", "naive"):
         print(f"{name} ...", flush=True)
-        with servers.app(f"bench.apps:{name}()", env, work / f"{name}.log") as url:
+        with servers.app(f"bench.apps:{name}()", env, work / f"{name}.log", pg) as (url, groups):
             load.wrk(url, bodies, WARMUP_SECONDS)
-            found[name] = load.wrk(url, bodies, seconds)
+            found[name] = load.wrk(url, bodies, seconds, groups=groups)
     return found
 
 
@@ -101,7 +101,7 @@ def run(seconds: int, sink_votes: int, sections: set[str]) -> tuple[dict[str, An
             ),
         )
         if "baselines" in sections:
-            found.update(_baselines(work, pg.dsn, seconds, plain))
+            found.update(_baselines(work, pg, seconds, plain))
         ceiling = float(found.get("ceiling", {}).get("requests_per_s") or CEILING_GUESS)
         if "sinks" in sections:
             print("sinks: one ballot sink against raw COPY ...", flush=True)

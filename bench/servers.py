@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import psutil
 
+from bench import cpu
 from privpoll import messaging, provision, storage
 from privpoll.embedded import NatsServer, PostgresServer, free_port
 from privpoll.runner import gunicorn_argv
@@ -71,8 +72,11 @@ def answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def app(target: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    """A comparison app (``bench.apps:...``) under the ingest's gunicorn; yields its URL."""
+def app(
+    target: str, env: dict[str, str], log: Path, pg: PostgresServer
+) -> Iterator[tuple[str, cpu.Groups]]:
+    """A comparison app (``bench.apps:...``) under the ingest's gunicorn; yields its URL and
+    its process groups (for bench.cpu)."""
     port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -81,10 +85,18 @@ def app(target: str, env: dict[str, str], log: Path) -> Iterator[str]:
         )  # fmt: skip
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), f"{target} answering")
-        yield f"http://127.0.0.1:{port}"
+
+        def groups() -> dict[str, list[int]]:
+            return {"web server": cpu.tree(process.pid), "PostgreSQL": _pids(pg)}
+
+        yield f"http://127.0.0.1:{port}", groups
     finally:
         process.terminate()
         process.wait(30)
+
+
+def _pids(server: NatsServer | PostgresServer) -> list[int]:
+    return cpu.tree(server.process.pid) if server.process is not None else []
 
 
 class Privpoll:
@@ -95,6 +107,7 @@ class Privpoll:
         self.url = f"http://127.0.0.1:{self.port}"
         self.nats_url = nats.url
         self.dsn = pg.dsn
+        self.servers = (nats, pg)
         self.data = work / "privpoll"
         settings = web_settings(self.port).model_copy(
             update={
@@ -248,6 +261,22 @@ class Privpoll:
                 process.kill()
                 process.wait()
         self.extra_sinks = []
+
+    def groups(self) -> dict[str, list[int]]:
+        """The processes of privpoll by part, for bench.cpu."""
+        run = self.data / "run"
+        ingest = cpu.tree(int((run / "ingest.pid").read_text()))
+        sinks = [int((run / f"sink-{role}.pid").read_text()) for role in messaging.ROLES]
+        sinks += [process.pid for _, process in self.extra_sinks]
+        remixer = [int((run / "remixer.pid").read_text())]
+        nats, pg = self.servers
+        return {
+            "ingest": ingest,
+            "sinks": sinks,
+            "re-mixer": remixer,
+            "nats-server": _pids(nats),
+            "PostgreSQL": _pids(pg),
+        }
 
     def memory(self) -> dict[str, Any]:
         """Peak RSS (MB) of every ingest worker and of every sink process, the bench's extra

@@ -52,7 +52,7 @@ def vote(
 ) -> dict[str, Any]:
     """One wrk run over the polls (requests round-robin over them), then the drain."""
     bodies = write_bodies(work / f"{names[0]}.tsv", round_robin(tokens, names))
-    found = wrk(system.url, bodies, seconds, connections, rate)
+    found = wrk(system.url, bodies, seconds, connections, rate, groups=system.groups)
     # wrk stops sending at the end of its duration: the last 202 came just before it exited.
     ended = time.monotonic()
     started = ended - found["seconds"]
