@@ -51,7 +51,8 @@ soak: install
 # bench/results/*.json, docs/benchmarks.md and docs/benchmarks.png.
 BENCH_ARGS ?=
 bench: install
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y wrk >/dev/null; } || \
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || \
 		{ echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[report]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -20,6 +21,7 @@ from privpoll.spec import describe, problems
 api = Blueprint("api", __name__)
 
 VOTE_BODY_LIMIT = 4096
+QUEUED = b'{"status":"queued"}\n'
 
 
 class VoteRequest(BaseModel):
@@ -157,8 +159,24 @@ def close_poll(name: str) -> Response:
 @api.get("/api/v1/polls/<name>/invitations")
 def invitations(name: str) -> Response:
     _require_admin()
-    found = polls.invitations(polls.stored_poll(name))
-    return jsonify([{"voter": i.voter, "token": i.token, "url": i.url} for i in found])
+    found = polls.each_invitation(polls.stored_poll(name))
+    items = ({"voter": i.voter, "token": i.token, "url": i.url} for i in found)
+    return Response(_json_array(items), mimetype="application/json")
+
+
+def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
+    """A JSON array written as it is made, in chunks of about 64 KiB."""
+    chunk = [b"["]
+    size = 0
+    for n, item in enumerate(items):
+        part = (b"," if n else b"") + json.dumps(item).encode()
+        chunk.append(part)
+        size += len(part)
+        if size >= 1 << 16:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+    chunk.append(b"]")
+    yield b"".join(chunk)
 
 
 @api.post("/api/v1/polls/<name>/votes")
@@ -176,7 +194,7 @@ def vote(name: str) -> tuple[Response, int]:
         ) from error
     poll = polls.open_ballot(name, ballot.voter, ballot.token)
     polls.cast(poll, ballot.voter, ballot.choice)
-    return jsonify({"status": "queued"}), 202
+    return Response(QUEUED, 202, mimetype="application/json"), 202
 
 
 @api.get("/api/v1/polls/<name>/results")

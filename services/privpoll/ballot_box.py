@@ -45,6 +45,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 POLL_TTL = 1.0
+# The oldest cached poll a vote is checked against while a fresh copy is on its way.
+STALE_FOR = 10.0
 # How long the NATS loop lets work from request threads gather before it sends it on. On a
 # loopback connection a socket write costs far more than a vote's own work, so gathering
 # pays for itself many times over; it adds at most this much to a vote's answer.
@@ -96,6 +98,7 @@ class BallotBox:
         self._inbox: list[tuple[Coroutine[Any, Any, Any], concurrent.futures.Future[Any]]] = []
         self._inbox_lock = threading.Lock()
         self._polls: dict[str, tuple[float, Poll | None]] = {}
+        self._refreshing: set[str] = set()
         self._noise: dict[tuple[str, str], Noise] = {}
         self._voters: dict[str, KeyValue] = {}
         self._background_tasks: set[asyncio.Task[None]] = set()
@@ -193,11 +196,18 @@ class BallotBox:
         return closed
 
     def recent(self, name: str) -> Poll | None:
-        """The poll if the cache holds a fresh copy: no hop to the NATS loop on a vote."""
+        """The cached poll, with no hop to the NATS loop on a vote. A copy older than
+        POLL_TTL (and younger than STALE_FOR) is still served while the loop fetches the
+        registry's in the background: a vote never waits for that lookup."""
         cached = self._polls.get(name)
-        if cached and cached[1] is not None and time.monotonic() - cached[0] < POLL_TTL:
-            return cached[1]
-        return None
+        if cached is None or cached[1] is None:
+            return None
+        age = time.monotonic() - cached[0]
+        if age >= POLL_TTL and name not in self._refreshing:
+            self._refreshing.add(name)
+            refresh = asyncio.run_coroutine_threadsafe(self.poll(name, fresh=True), self._loop)
+            refresh.add_done_callback(lambda _: self._refreshing.discard(name))
+        return cached[1] if age < STALE_FOR else None
 
     def remember(self, poll: Poll) -> None:
         self._polls[poll.name] = (time.monotonic(), poll)

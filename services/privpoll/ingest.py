@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import Flask, Request, Response, current_app, jsonify, render_template, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -113,6 +114,16 @@ def database_down() -> ApiError:
     )
 
 
+class PagesSessions(SecureCookieSessionInterface):
+    """The session cookie is the web pages' (sign-in, form tokens); the API is stateless,
+    authorized by bearer tokens, so an API request neither reads nor writes the cookie."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith("/api/"):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     if not settings.nats_url or not settings.database_url:
@@ -127,6 +138,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["privpoll"] = Services(settings)
     # The web pages' session cookie (privpoll.pages): signed, never readable by scripts.
     app.secret_key = derived_key(settings.secret_bytes, "pages session")
+    app.session_interface = PagesSessions()
     app.config.update(
         SESSION_COOKIE_NAME="privpoll_session",
         SESSION_COOKIE_HTTPONLY=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -159,13 +160,22 @@ def voter_ids(poll: Poll) -> list[str]:
 
 
 def invitations(poll: Poll) -> list[Invitation]:
+    return list(each_invitation(poll))
+
+
+def each_invitation(poll: Poll) -> Iterator[Invitation]:
+    """The invitations one by one, made as they are read: a poll of 100,000 voters is never
+    held as 100,000 invitations at once. The voter list is read before this returns."""
     settings = services().settings
-    out = []
-    for voter in voter_ids(poll):
-        token = tokens.voter_token(settings.secret_bytes, poll.uid, voter)
-        url = f"{settings.base_url}/vote/{poll.name}?voter={quote(voter, safe='')}&token={token}"
-        out.append(Invitation(voter, token, url))
-    return out
+    voters = voter_ids(poll)
+
+    def made() -> Iterator[Invitation]:
+        for voter in voters:
+            token = tokens.voter_token(settings.secret_bytes, poll.uid, voter)
+            link = f"{settings.base_url}/vote/{poll.name}?voter={quote(voter, safe='')}"
+            yield Invitation(voter, token, f"{link}&token={token}")
+
+    return made()
 
 
 def voted(poll: Poll) -> set[str]:
