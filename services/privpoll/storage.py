@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any, LiteralString, TypeVar
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from privpoll import randomness
 from privpoll.poll import Poll
-from privpoll.spec import PollSpec
+from privpoll.spec import PollRules, PollSpec
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -128,10 +129,18 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
         conn.execute(statement)
 
 
+# A poll's row as a Poll: its spec without the voter list (up to 100,000 ids, which only the
+# invitations read), and the list's length.
+POLL = sql.SQL("name, uid, spec - 'voters', jsonb_array_length(spec -> 'voters' -> 'ids'), closed")
+
+
 def _poll(row: Sequence[Any]) -> Poll:
-    spec = PollSpec.model_validate(row[2])
     return Poll(
-        name=row[0], uid=row[1], rules=spec.rules(), eligible=len(spec.voters.listed), closed=row[3]
+        name=row[0],
+        uid=row[1],
+        rules=PollRules.model_validate(row[2]),
+        eligible=int(row[3] or 0),
+        closed=row[4],
     )
 
 
@@ -144,7 +153,7 @@ def insert_poll(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Po
             "ON CONFLICT (name) DO NOTHING",
             (poll.name, poll.uid, Jsonb(spec.to_document()), poll.closed),
         )
-        cur.execute("SELECT name, uid, spec, closed FROM polls WHERE name = %s", (poll.name,))
+        cur.execute(sql.SQL("SELECT {} FROM polls WHERE name = %s").format(POLL), (poll.name,))
         row = cur.fetchone()
         assert row is not None
         return _poll(row)
@@ -153,9 +162,8 @@ def insert_poll(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Po
 
 
 def get_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
-    row = conn.execute(
-        "SELECT name, uid, spec, closed FROM polls WHERE name = %s", (name,)
-    ).fetchone()
+    query = sql.SQL("SELECT {} FROM polls WHERE name = %s").format(POLL)
+    row = conn.execute(query, (name,)).fetchone()
     return _poll(row) if row else None
 
 
@@ -166,14 +174,14 @@ def voter_ids(conn: psycopg.Connection[Any], name: str) -> list[str]:
 
 
 def list_polls(conn: psycopg.Connection[Any]) -> list[Poll]:
-    rows = conn.execute("SELECT name, uid, spec, closed FROM polls ORDER BY name").fetchall()
+    rows = conn.execute(sql.SQL("SELECT {} FROM polls ORDER BY name").format(POLL)).fetchall()
     return [_poll(row) for row in rows]
 
 
 def close_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
     def work(cur: psycopg.Cursor[Any]) -> Poll | None:
         cur.execute(
-            "UPDATE polls SET closed = true WHERE name = %s RETURNING name, uid, spec, closed",
+            sql.SQL("UPDATE polls SET closed = true WHERE name = %s RETURNING {}").format(POLL),
             (name,),
         )
         row = cur.fetchone()
@@ -187,7 +195,7 @@ def update_spec(conn: psycopg.Connection[Any], name: str, spec: PollSpec) -> Pol
 
     def work(cur: psycopg.Cursor[Any]) -> Poll | None:
         cur.execute(
-            "UPDATE polls SET spec = %s WHERE name = %s RETURNING name, uid, spec, closed",
+            sql.SQL("UPDATE polls SET spec = %s WHERE name = %s RETURNING {}").format(POLL),
             (Jsonb(spec.to_document()), name),
         )
         row = cur.fetchone()
