@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 2000
 FETCH_TIMEOUT = 1.0
 FETCH_WHILE_WRITING = 0.05
+SMALL_FETCH = 100
 # Database connections of one sink process, shared by its polls; a write waits this long
 # for one before the sink takes the database for unavailable and tries again.
 CONNECTIONS = 4
@@ -149,6 +150,11 @@ class PollSink:
                 closing = self.poll.phase() is Phase.CLOSED
                 messages = await self._fetch(sub, len(batch), writing[1] if writing else None)
                 await self._take(batch, messages)
+                if 0 < len(messages) < SMALL_FETCH and writing is None and not closing:
+                    # A trickle: let it gather in the stream. A pull request per envelope
+                    # or two costs NATS and the sink more than the envelopes do, and a sink
+                    # of many polls would keep asking. A batch waits for more anyway.
+                    await asyncio.sleep(min(self.poll.rules.mixing.max_wait_seconds / 2, 1.0))
                 if writing is not None and writing[1].done():
                     written, task = writing
                     writing = None
