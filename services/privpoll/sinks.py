@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 2000
 FETCH_TIMEOUT = 1.0
-FETCH_WHILE_WRITING = 0.05
+SHORT_FETCH = 0.05
 SMALL_FETCH = 100
 # Database connections of one sink process, shared by its polls; a write waits this long
 # for one before the sink takes the database for unavailable and tries again.
@@ -124,6 +124,7 @@ class PollSink:
         self.poll = poll
         self.stats = SinkStats()
         self._checked_at = 0.0
+        self._trickle = False
         self.gone = False
         self.finished = False
 
@@ -150,10 +151,13 @@ class PollSink:
                 closing = self.poll.phase() is Phase.CLOSED
                 messages = await self._fetch(sub, len(batch), writing[1] if writing else None)
                 await self._take(batch, messages)
-                if 0 < len(messages) < SMALL_FETCH and writing is None and not closing:
-                    # A trickle: let it gather in the stream. A pull request per envelope
-                    # or two costs NATS and the sink more than the envelopes do, and a sink
-                    # of many polls would keep asking. A batch waits for more anyway.
+                self._trickle = 0 < len(messages) < SMALL_FETCH
+                if self._trickle and writing is None and not closing:
+                    # A trickle: let it gather in the stream, then take it in one short pull.
+                    # A long pull delivers each envelope the moment it comes, one socket
+                    # write and one wake-up each, which costs NATS and the sink more than
+                    # the envelopes do (a sink of many polls does little else). A batch
+                    # waits for more anyway.
                     await asyncio.sleep(min(self.poll.rules.mixing.max_wait_seconds / 2, 1.0))
                 if writing is not None and writing[1].done():
                     written, task = writing
@@ -176,15 +180,16 @@ class PollSink:
     async def _fetch(
         self, sub: JetStreamContext.PullSubscription, held: int, writing: asyncio.Task[bool] | None
     ) -> list[Msg]:
-        """Up to what the batch has room for; briefly while a write runs, to see it end."""
+        """Up to what the batch has room for: a long pull while nothing comes, a short one
+        while a write runs (to see it end) or envelopes trickle in."""
         if held >= self.capacity:
             if writing is not None:
                 await asyncio.wait({writing})
             return []
         try:
+            short = writing is not None or self._trickle
             return await sub.fetch(
-                self.capacity - held,
-                timeout=FETCH_TIMEOUT if writing is None else FETCH_WHILE_WRITING,
+                self.capacity - held, timeout=SHORT_FETCH if short else FETCH_TIMEOUT
             )
         except NatsTimeout:
             return []
