@@ -179,5 +179,8 @@ async def close(
     """Close a poll: the row, the registry, and the stream stops taking envelopes at once."""
     closed = await asyncio.to_thread(storage.close_poll, conn, name)
     if closed is not None:
+        # The registry first: a vote that finds the stream gone looks the poll up there, and
+        # must then read "closed" (410), not an open poll without a stream (503).
+        await (await registry(js, replicas=replicas)).put(name, closed.to_registry())
         await provision_queue(js, closed, replicas=replicas)
     return closed
