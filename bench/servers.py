@@ -135,13 +135,15 @@ class Privpoll:
             self.stop()
             raise
 
-    def poll(self, name: str, voters: int) -> dict[str, str]:
-        """A new open poll with ``voters`` voters; their tokens, from the invitations."""
+    def poll(self, name: str, voters: int, **more: Any) -> dict[str, str]:
+        """A new open poll with ``voters`` voters (and ``more`` of its spec); their tokens,
+        from the invitations."""
         spec = {
             "title": name,
             "choices": ["pizza", "sushi", "tacos"],
             "voters": {"ids": [f"{name}-{i:07d}" for i in range(voters)]},
             "mixing": MIXING,
+            **more,
         }
         answer = self.http.post(
             "/api/v1/polls", json={"name": name, "spec": spec}, headers=self.admin

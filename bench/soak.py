@@ -196,20 +196,7 @@ class Memory:
 
 def new_poll(system: Privpoll, name: str, voters: int) -> dict[str, str]:
     """A poll of ``voters`` voters in detect mode; its invitation tokens by voter."""
-    spec = {
-        "title": name,
-        "choices": CHOICES,
-        "voters": {"ids": [f"v{i:06d}" for i in range(voters)]},
-        "mixing": {"minBatch": 10, "maxWait": "1s"},
-        "duplicates": "detect",
-    }
-    created = system.http.post(
-        "/api/v1/polls", json={"name": name, "spec": spec}, headers=system.admin
-    )
-    created.raise_for_status()
-    invitations = system.http.get(f"/api/v1/polls/{name}/invitations", headers=system.admin)
-    invitations.raise_for_status()
-    return {item["voter"]: item["token"] for item in invitations.json()}
+    return system.poll(name, voters, duplicates="detect")
 
 
 def stored(dsn: str, poll: str) -> Counter[str]:

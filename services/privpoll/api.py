@@ -180,7 +180,7 @@ def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
 
 
 @api.post("/api/v1/polls/<name>/votes")
-def vote(name: str) -> tuple[Response, int]:
+def vote(name: str) -> Response:
     wait = services().votes.spend(client_address())
     if wait:
         raise _rate_limited(wait, "votes")
@@ -194,7 +194,7 @@ def vote(name: str) -> tuple[Response, int]:
         ) from error
     poll = polls.open_ballot(name, ballot.voter, ballot.token)
     polls.cast(poll, ballot.voter, ballot.choice)
-    return Response(QUEUED, 202, mimetype="application/json"), 202
+    return Response(QUEUED, 202, mimetype="application/json")
 
 
 @api.get("/api/v1/polls/<name>/results")

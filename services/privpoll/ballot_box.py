@@ -47,10 +47,6 @@ log = logging.getLogger(__name__)
 POLL_TTL = 1.0
 # The oldest cached poll a vote is checked against while a fresh copy is on its way.
 STALE_FOR = 10.0
-# How long the NATS loop lets work from request threads gather before it sends it on. On a
-# loopback connection a socket write costs far more than a vote's own work, so gathering
-# pays for itself many times over; it adds at most this much to a vote's answer.
-GATHER_FOR = 0.001
 RELEASE_FOR = 600
 # A reservation's value: b"pending <unix time>" while its envelope is being published,
 # b"queued" once JetStream acked it (b"", written before there were states, means queued).
@@ -132,17 +128,12 @@ class BallotBox:
             self._inbox.append((work, future))
             wake = len(self._inbox) == 1
         if wake:
-            self._loop.call_soon_threadsafe(self._take_inbox_soon)
+            self._loop.call_soon_threadsafe(self._take_inbox)
         try:
             return future.result(timeout or self.publish_timeout * 2 + 5)
         except concurrent.futures.TimeoutError as error:
             future.cancel()
             raise QueueDown("NATS did not answer in time") from error
-
-    def _take_inbox_soon(self) -> None:
-        # Waiting a moment gathers the work of other request threads: the whole gathering
-        # then goes out in one socket write, and so, in turn, do JetStream's acks.
-        self._loop.call_later(GATHER_FOR, self._take_inbox)
 
     def _take_inbox(self) -> None:
         with self._inbox_lock:

@@ -45,10 +45,8 @@ def seal(noise: Noise, voter: str, choice: str, rng: random.Random | None = None
     """
     choices = [noise.reported(choice, rng), *noise.fakes(rng)]
     randomness.shuffle(choices, rng)
-    # Built from values that are valid by construction: no validation on the vote path.
-    ballots = [Ballot.model_construct(id=_id(rng), choice=c) for c in choices]
-    actor = Actor.model_construct(entry=_id(rng), voter=voter)
-    return Envelope.model_construct(id=_id(rng), actor=actor, ballots=ballots)
+    ballots = [Ballot(id=_id(rng), choice=c) for c in choices]
+    return Envelope(id=_id(rng), actor=Actor(entry=_id(rng), voter=voter), ballots=ballots)
 
 
 def _id(rng: random.Random | None) -> uuid.UUID:

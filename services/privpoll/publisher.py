@@ -40,7 +40,7 @@ class Publisher:
     """JetStream publishes with their acks, on the event loop of one NATS connection."""
 
     def __init__(self, nc: Client, timeout: float) -> None:
-        self._nc = nc
+        self.nc = nc
         self._timeout = timeout
         self._prefix = f"{nc._inbox_prefix.decode()}.{nc._nuid.next().decode()}."
         self._tokens = itertools.count()
@@ -51,7 +51,7 @@ class Publisher:
         self._sweeper: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
-        self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._answer)
+        self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._answer)
 
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str]
@@ -70,7 +70,7 @@ class Publisher:
         if self._sweeper is None:
             self._sweeper = loop.call_later(SWEEP_EVERY, self._sweep)
         try:
-            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except Exception:
             del self._waiting[token]
             raise

@@ -149,9 +149,12 @@ class PollSink:
             while not self.gone:
                 await self._refresh()
                 closing = self.poll.phase() is Phase.CLOSED
+                room = self.capacity - len(batch)
                 messages = await self._fetch(sub, len(batch), writing[1] if writing else None)
                 await self._take(batch, messages)
-                self._trickle = 0 < len(messages) < SMALL_FETCH
+                # Fewer than asked for, and few: the stream had no more. (A fetch that only
+                # filled the batch's last room is no trickle: that batch is due now.)
+                self._trickle = 0 < len(messages) < min(room, SMALL_FETCH)
                 if self._trickle and writing is None and not closing:
                     # A trickle: let it gather in the stream, then take it in one short pull.
                     # A long pull delivers each envelope the moment it comes, one socket
