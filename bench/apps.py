@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
+import psycopg
 from flask import Flask, Response, request
 from psycopg_pool import ConnectionPool
 
@@ -34,7 +36,9 @@ def naive() -> Flask:
     pool = ConnectionPool(
         os.environ["PRIVPOLL_DATABASE_URL"], min_size=1, max_size=16, kwargs={"autocommit": True}
     )
-    with pool.connection() as conn:
+    # Every worker runs this at once; IF NOT EXISTS still races in PostgreSQL's catalog, and
+    # the loser of that race finds the table made.
+    with pool.connection() as conn, contextlib.suppress(psycopg.errors.UniqueViolation):
         conn.execute("CREATE TABLE IF NOT EXISTS naive_votes (voter text, choice text)")
 
     @app.post("/api/v1/polls/<name>/votes")
