@@ -1,5 +1,6 @@
 """A smoke test of an installation, run by the chart's ``helm test`` pod: create a Poll, vote
-through the HTTP API, close the poll, read its results, delete the Poll.
+through the HTTP API, close the poll, read its results, delete the Poll and wait until it
+is gone.
 
     PRIVPOLL_URL=http://privpoll.NS.svc PRIVPOLL_ADMIN_TOKEN=... PRIVPOLL_NAMESPACE=NS \\
         python -m privpoll_operator.smoke
@@ -161,6 +162,31 @@ def namespace_from_env() -> str:
     return "default"
 
 
+def remove(namespace: str, name: str, timeout: float = 60) -> SmokeFailure | None:
+    """Delete the Poll and wait until the operator's finalizer let it go, so that the test
+    leaves nothing behind; what went wrong, if anything."""
+    polls: Any = client.CustomObjectsApi()
+
+    def gone() -> bool | None:
+        try:
+            polls.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return True
+            raise SmokeFailure(f"cannot read Poll {name}: {error.reason}") from error
+        return None
+
+    try:
+        polls.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        wait_for(gone, f"the operator to remove Poll {name} (is the operator running?)", timeout)
+    except ApiException as error:
+        if error.status != 404:
+            return SmokeFailure(f"could not delete Poll {name}: {error.reason}")
+    except SmokeFailure as error:
+        return error
+    return None
+
+
 def main() -> int:
     base = os.environ.get("PRIVPOLL_URL", "")
     token = os.environ.get("PRIVPOLL_ADMIN_TOKEN", "")
@@ -170,19 +196,18 @@ def main() -> int:
     namespace = namespace_from_env()
     name = f"smoke-{secrets.token_hex(4)}"
     cluster.load_config()
+    failure: SmokeFailure | None = None
     try:
         run(Api(base, token), namespace, name)
     except SmokeFailure as error:
-        print(f"FAILED: {error}", file=sys.stderr)
-        return 1
+        failure = error
     finally:
-        polls: Any = client.CustomObjectsApi()
-        try:
-            polls.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as error:
-            if error.status != 404:
-                print(f"could not delete Poll {name}: {error.reason}", file=sys.stderr)
-    print("privpoll works: a poll was created, voted in, closed and counted")
+        left = remove(namespace, name)
+    failure = failure or left
+    if failure is not None:
+        print(f"FAILED: {failure}", file=sys.stderr)
+        return 1
+    print("privpoll works: a poll was created, voted in, closed, counted and deleted")
     return 0
 
 
