@@ -39,6 +39,7 @@ from privpoll.envelope import seal
 from privpoll.noise import Noise
 from privpoll.poll import Phase, Poll
 from privpoll.publisher import Publisher, Stored
+from privpoll.registry import Registry
 from privpoll.spec import PollSpec
 
 T = TypeVar("T")
@@ -93,7 +94,7 @@ class BallotBox:
         self._publisher: Publisher | None = None
         self._inbox: list[tuple[Coroutine[Any, Any, Any], concurrent.futures.Future[Any]]] = []
         self._inbox_lock = threading.Lock()
-        self._polls: dict[str, tuple[float, Poll | None]] = {}
+        self._registry: Registry | None = None
         self._refreshing: set[str] = set()
         self._noise: dict[tuple[str, str], Noise] = {}
         self._voters: dict[str, KeyValue] = {}
@@ -113,6 +114,7 @@ class BallotBox:
                     self.nats_url, name="privpoll-ingest", buffer_while_reconnecting=False
                 )
                 self._js = self._nc.jetstream(timeout=self.publish_timeout)
+                self._registry = Registry(self._js, every=POLL_TTL)
                 publisher = Publisher(self._nc, self.publish_timeout)
                 await publisher.start()
                 self._publisher = publisher
@@ -159,19 +161,18 @@ class BallotBox:
         return self._js
 
     async def poll(self, name: str, *, fresh: bool = False) -> Poll | None:
-        """The poll from the registry, cached for a second."""
-        now = time.monotonic()
-        cached = self._polls.get(name)
-        if cached and not fresh and now - cached[0] < POLL_TTL:
-            return cached[1]
+        """The poll from the registry, as this worker last saw it if the registry did not
+        change since (checked at most every POLL_TTL)."""
+        await self.jetstream()
+        registry = self._registry
+        assert registry is not None
         try:
-            found = await provision.lookup(await self.jetstream(), name)
+            return await registry.get(name, fresh=fresh)
         except (NatsTimeout, ConnectionClosedError, NoRespondersError) as error:
-            if cached:
-                return cached[1]
+            cached = registry.peek(name)
+            if cached is not None:
+                return cached[0]
             raise QueueDown(str(error)) from error
-        self._polls[name] = (now, found)
-        return found
 
     async def provision(self, conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
         stored = await provision.provision(
@@ -187,21 +188,22 @@ class BallotBox:
         return closed
 
     def recent(self, name: str) -> Poll | None:
-        """The cached poll, with no hop to the NATS loop on a vote. A copy older than
-        POLL_TTL (and younger than STALE_FOR) is still served while the loop fetches the
-        registry's in the background: a vote never waits for that lookup."""
-        cached = self._polls.get(name)
-        if cached is None or cached[1] is None:
+        """The cached poll, with no hop to the NATS loop on a vote. A copy not known current
+        for POLL_TTL (but for less than STALE_FOR) is still served while the loop checks the
+        registry in the background: a vote never waits for that check."""
+        cached = self._registry.peek(name) if self._registry is not None else None
+        if cached is None or cached[0] is None:
             return None
-        age = time.monotonic() - cached[0]
+        poll, age = cached
         if age >= POLL_TTL and name not in self._refreshing:
             self._refreshing.add(name)
-            refresh = asyncio.run_coroutine_threadsafe(self.poll(name, fresh=True), self._loop)
+            refresh = asyncio.run_coroutine_threadsafe(self.poll(name), self._loop)
             refresh.add_done_callback(lambda _: self._refreshing.discard(name))
-        return cached[1] if age < STALE_FOR else None
+        return poll if age < STALE_FOR else None
 
     def remember(self, poll: Poll) -> None:
-        self._polls[poll.name] = (time.monotonic(), poll)
+        if self._registry is not None:
+            self._registry.remember(poll)
 
     def _noise_for(self, poll: Poll) -> Noise:
         key = (poll.name, str(poll.uid))

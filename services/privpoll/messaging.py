@@ -12,6 +12,11 @@ ROLES: tuple[Role, Role] = ("actors", "ballots")
 REGISTRY_BUCKET = "privpoll-polls"
 
 
+def registry_stream() -> str:
+    """The stream behind the registry bucket (JetStream names a bucket's stream so)."""
+    return f"KV_{REGISTRY_BUCKET}"
+
+
 def stream(poll: str) -> str:
     return f"privpoll-{poll}"
 

@@ -147,8 +147,13 @@ async def drained(js: JetStreamContext, name: str) -> bool:
 
 
 async def lookup(js: JetStreamContext, name: str) -> Poll | None:
+    return await read_poll(await registry(js), name)
+
+
+async def read_poll(bucket: KeyValue, name: str) -> Poll | None:
+    """The poll's registry entry (None: no poll of that name is registered)."""
     try:
-        entry = await (await registry(js)).get(name)
+        entry = await bucket.get(name)
     except KeyNotFoundError:
         return None
     return Poll.from_registry(entry.value) if entry.value else None

@@ -28,13 +28,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError, NotFoundError
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from privpoll import messaging, provision, randomness, storage
 from privpoll.envelope import Envelope
 from privpoll.poll import Phase, Poll
+from privpoll.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,15 @@ class PollSink:
         role: messaging.Role,
         js: JetStreamContext,
         connections: ConnectionPool[psycopg.Connection[Any]],
+        registry: Registry,
         poll: Poll,
     ) -> None:
         self.role = role
         self.js = js
         self.connections = connections
+        self.registry = registry
         self.poll = poll
         self.stats = SinkStats()
-        self._checked_at = 0.0
         self._trickle = False
         self.gone = False
         self.finished = False
@@ -292,12 +293,10 @@ class PollSink:
             batch.progressed_at = now
 
     async def _refresh(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < POLL_REFRESH:
-            return
-        self._checked_at = now
+        """The poll as the registry has it now (the registry is checked for changes at most
+        every POLL_REFRESH, for all the polls of this process at once)."""
         try:
-            found = await provision.lookup(self.js, self.poll.name)
+            found = await self.registry.get(self.poll.name)
         except Exception:
             return
         if found is None or found.uid != self.poll.uid:
@@ -337,8 +336,9 @@ class Sink:
             open=True,
             name=f"privpoll-sink-{self.role}",
         )
+        registry = Registry(js, every=POLL_REFRESH)
         while True:
-            for name in await self._names(js):
+            for name in await self._names(registry):
                 running = self.workers.get(name)
                 if running is not None and not running[1].done():
                     continue
@@ -348,12 +348,12 @@ class Sink:
                 if finished and time.monotonic() - finished[1] < RECHECK_FINISHED:
                     continue
                 with contextlib.suppress(Exception):
-                    poll = await provision.lookup(js, name)
+                    poll = await registry.get(name)
                     if finished and poll is not None and poll.uid == finished[0]:
                         self.finished[name] = (poll.uid, time.monotonic())
                     elif poll is not None:
                         self.finished.pop(name, None)
-                        worker = PollSink(self.role, js, connections, poll)
+                        worker = PollSink(self.role, js, connections, registry, poll)
                         self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
 
@@ -376,13 +376,11 @@ class Sink:
                 log.warning("cannot reach NATS yet (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1)
 
-    async def _names(self, js: JetStreamContext) -> list[str]:
+    async def _names(self, registry: Registry) -> list[str]:
         if self.only is not None:
             return self.only
         try:
-            return await (await provision.registry(js)).keys()
-        except (NoKeysError, NotFoundError):
-            return []
+            return await registry.names()
         except Exception as error:
             log.warning("cannot list polls (%s)", type(error).__name__)
             return []
