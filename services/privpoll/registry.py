@@ -87,6 +87,8 @@ class Registry:
             return self._version
         if self._checking is None or self._checking.done():
             self._checking = asyncio.get_running_loop().create_task(self._check())
+            # Its error reaches whoever awaits it; retrieved here too, in case none still does.
+            self._checking.add_done_callback(lambda task: task.cancelled() or task.exception())
         return await asyncio.shield(self._checking)
 
     def _current(self, entry: Entry, version: Version) -> bool:
