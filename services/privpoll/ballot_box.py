@@ -29,8 +29,8 @@ from nats.js.errors import (
     KeyDeletedError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
     NoStreamResponseError,
+    NotFoundError,
 )
 from nats.js.kv import KeyValue
 
@@ -225,8 +225,13 @@ class BallotBox:
         if poll.rules.duplicates != "prevent":
             return set()
         try:
-            return set(await (await self._voters_bucket(poll)).keys())
-        except (NoKeysError, BucketNotFoundError):
+            bucket = await self._voters_bucket(poll)
+            return set(
+                await provision.live_keys(
+                    await self.jetstream(), messaging.voters_bucket(poll.name), bucket
+                )
+            )
+        except (NotFoundError, BucketNotFoundError):
             return set()
         except (NatsTimeout, ConnectionClosedError, NoRespondersError) as error:
             raise QueueDown(type(error).__name__) from error

@@ -12,9 +12,13 @@ ROLES: tuple[Role, Role] = ("actors", "ballots")
 REGISTRY_BUCKET = "privpoll-polls"
 
 
+def bucket_stream(bucket: str) -> str:
+    """The stream behind a KV bucket (JetStream names a bucket's stream so)."""
+    return f"KV_{bucket}"
+
+
 def registry_stream() -> str:
-    """The stream behind the registry bucket (JetStream names a bucket's stream so)."""
-    return f"KV_{REGISTRY_BUCKET}"
+    return bucket_stream(REGISTRY_BUCKET)
 
 
 def stream(poll: str) -> str:

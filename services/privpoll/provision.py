@@ -62,6 +62,37 @@ async def registry(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
         )
 
 
+LISTING_TIMEOUT = 5.0
+
+
+async def live_keys(js: JetStreamContext, name: str, bucket: KeyValue) -> list[str]:
+    """The keys of the KV bucket ``name`` that hold a value (deleted and purged ones left out).
+
+    Not nats-py's ``keys()``: it ends a listing at a marker it places when a consumer-info
+    answer says nothing is pending and nothing has arrived yet, but the deliveries that
+    answer counts may still be on their way, and then the listing is empty. (A poll page
+    once read "0 of 5 voters have voted" right after four votes, in CI; this race is the
+    likely cause, not a proven one.) This one reads until a delivered key says nothing is
+    left after it.
+    """
+    info = await js.stream_info(messaging.bucket_stream(name))
+    if not info.state.messages:
+        return []
+    watcher = await bucket.watchall(meta_only=True)
+    live: dict[str, bool] = {}
+    try:
+        while True:
+            entry = await watcher.updates(timeout=LISTING_TIMEOUT)  # type: ignore[no-untyped-call]
+            if entry is None:  # nats-py's own end marker, which may come early
+                continue
+            live[entry.key] = entry.operation is None
+            if not entry.delta:
+                break
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return [key for key, has_value in live.items() if has_value]
+
+
 async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> None:
     """Stream, both durable consumers, the voters bucket and the registry entry.
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from privpoll import messaging, provision
@@ -74,8 +74,8 @@ class Registry:
         if self._names is not None and self._names[0] == version:
             return self._names[1]
         try:
-            found = await (await self._kv()).keys()
-        except (NoKeysError, NotFoundError):
+            found = await provision.live_keys(self.js, messaging.REGISTRY_BUCKET, await self._kv())
+        except NotFoundError:
             found = []
         self._names = (version, found)
         return found

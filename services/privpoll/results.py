@@ -107,7 +107,9 @@ def expected_margin(voters: int, choices: int, fake_mean: float, p: float = 0.0)
     m, n = choices, float(voters)
     w = 1 / m
     c = n / m
-    fakes = n * fake_mean
+    # Fewer stored ballots than votes (the ballot sink not caught up with the actor sink
+    # yet) would mean negative fakes: count none.
+    fakes = n * max(fake_mean, 0.0)
     a, b = 1 - p + p / m, p / m
     variance = (fakes * w * (1 - w) + c * a * (1 - a) + (n - c) * b * (1 - b)) / (1 - p) ** 2
     return Z95 * math.sqrt(variance)

@@ -68,3 +68,23 @@ def test_a_stale_copy_never_reopens_a_closed_poll(
     assert subjects == [messaging.closed("oneway")]
     assert registered is not None
     assert registered.closed
+
+
+def test_a_bucket_lists_only_the_keys_that_hold_a_value(nats: NatsServer) -> None:
+    async def run() -> tuple[list[str], list[str]]:
+        nc = await messaging.connect(nats.url, "test")
+        try:
+            js = nc.jetstream()
+            bucket = await js.create_key_value(bucket="listing", history=1)
+            empty = await provision.live_keys(js, "listing", bucket)
+            for key in ("ada", "grace", "edsger", "barbara"):
+                await bucket.put(key, b"queued")
+            await bucket.delete("grace")  # a released reservation
+            await bucket.purge("edsger")
+            return empty, await provision.live_keys(js, "listing", bucket)
+        finally:
+            await nc.close()
+
+    empty, listed = asyncio.run(run())
+    assert empty == []
+    assert sorted(listed) == ["ada", "barbara"]

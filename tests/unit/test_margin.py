@@ -82,3 +82,8 @@ def test_margin_predicts_the_spread_of_simulated_polls(spec: PollRules) -> None:
     )
     observed = 1.959963984540054 * statistics.pstdev(misses)
     assert math.isclose(observed, predicted, rel_tol=0.12), (observed, predicted)
+
+
+def test_a_results_page_read_while_the_ballot_sink_lags_has_a_margin() -> None:
+    # 4 votes stored, no ballot rows yet: the page's fake mean is (0 - 4) / 4.
+    assert expected_margin(4, 3, -1.0, 0.2) == expected_margin(4, 3, 0.0, 0.2) > 0
