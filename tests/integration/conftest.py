@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,10 @@ class System:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, timeout=30)
+        # Voters in threads vote as separate people do, each over a connection of their own
+        # (one shared client once failed with EBADF under 32 threads).
+        self._voter = threading.local()
+        self._voter_clients: list[httpx.Client] = []
         self.admin = {"Authorization": f"Bearer {ADMIN}"}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -121,6 +126,8 @@ class System:
                 self.process.kill()
                 self.process.wait()
         self.http.close()
+        for client in self._voter_clients:
+            client.close()
 
     def output(self) -> str:
         parts = [(self.root / "up.log").read_text(errors="replace")]
@@ -163,7 +170,11 @@ class System:
         return {item["voter"]: item["token"] for item in response.json()}
 
     def vote(self, name: str, voter: str, token: str, choice: str) -> httpx.Response:
-        return self.http.post(
+        client: httpx.Client | None = getattr(self._voter, "client", None)
+        if client is None:
+            client = self._voter.client = httpx.Client(base_url=self.url, timeout=30)
+            self._voter_clients.append(client)
+        return client.post(
             f"/api/v1/polls/{name}/votes", json={"voter": voter, "token": token, "choice": choice}
         )
 
