@@ -177,10 +177,6 @@ async def drained(js: JetStreamContext, name: str) -> bool:
     return (await drain(js, name)).done
 
 
-async def lookup(js: JetStreamContext, name: str) -> Poll | None:
-    return await read_poll(await registry(js), name)
-
-
 async def read_poll(bucket: KeyValue, name: str) -> Poll | None:
     """The poll's registry entry (None: no poll of that name is registered)."""
     try:

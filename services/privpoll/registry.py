@@ -4,8 +4,9 @@ The ingest and the sinks read a poll's registry entry on every vote or batch. Re
 poll's entry every second costs NATS and the process a request per poll per second (and
 nats-py's ``key_value`` adds a stream-info request to each), which a process serving a
 hundred polls pays a hundred times over. Instead, one stream-info request per ``every``
-seconds says whether anything in the bucket changed (its last sequence moved); only then are
-the cached polls read again.
+seconds says whether anything in the bucket changed (its last sequence moved); only then is a
+cached poll read again, the next time it is asked for (a process that saw a thousand polls
+pays nothing for the ones nobody asks about).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Registry:
         self._names: tuple[Version, list[str]] | None = None
         self._version = UNKNOWN
         self._checked_at = float("-inf")
+        # The version before the last change, and when it was last seen current: an entry
+        # of that version was current until then.
+        self._previous: tuple[Version, float] = (UNKNOWN, float("-inf"))
         self._checking: asyncio.Task[Version] | None = None
 
     async def get(self, name: str, *, fresh: bool = False) -> Poll | None:
@@ -61,7 +65,12 @@ class Registry:
         entry = self._entries.get(name)
         if entry is None:
             return None
-        known = self._checked_at if entry.version == self._version else entry.read_at
+        if entry.version == self._version:
+            known = self._checked_at
+        elif entry.version == self._previous[0]:
+            known = self._previous[1]
+        else:
+            known = entry.read_at
         return entry.poll, time.monotonic() - max(known, entry.read_at)
 
     def remember(self, poll: Poll) -> None:
@@ -111,24 +120,14 @@ class Registry:
             raise
         found = (str(info.created), int(info.state.last_seq))
         if found != self._version:
+            self._previous = (self._version, self._checked_at)
             self._version = found
-            await self._reread(found)
+            # Names that had no poll are not kept past a change: made-up names do not pile up.
+            for name, entry in list(self._entries.items()):
+                if entry.poll is None:
+                    del self._entries[name]
         self._checked_at = asked
         return found
-
-    async def _reread(self, version: Version) -> None:
-        """The bucket changed: read every cached poll again (names that had none are read
-        when asked for, so that made-up names cost nothing here)."""
-        for name, entry in list(self._entries.items()):
-            if entry.poll is None:
-                del self._entries[name]
-        names = list(self._entries)
-        results = await asyncio.gather(
-            *(self._read(name, version) for name in names), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
     async def _read(self, name: str, version: Version) -> Poll | None:
         read_at = time.monotonic()

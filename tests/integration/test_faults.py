@@ -146,7 +146,7 @@ def test_a_vote_orphaned_by_a_crash_is_neither_lost_nor_doubled(system: System) 
             bucket = await js.key_value(messaging.voters_bucket("orphans"))
             await bucket.put(key, value)
             if published:  # what the dead worker managed to publish
-                poll = await provision.lookup(js, "orphans")
+                poll = await provision.read_poll(await provision.registry(js), "orphans")
                 assert poll is not None
                 envelope = seal(Noise(poll.rules), voter, "tacos")
                 await js.publish(

@@ -60,7 +60,9 @@ def test_a_stale_copy_never_reopens_a_closed_poll(
                 # e.g. the operator's update handler, holding the poll from before the close
                 await provision.provision_queue(js, stale)
             info = await js.stream_info(messaging.stream("oneway"))
-            return list(info.config.subjects or []), await provision.lookup(js, "oneway")
+            return list(info.config.subjects or []), await provision.read_poll(
+                await provision.registry(js), "oneway"
+            )
         finally:
             await nc.close()
 

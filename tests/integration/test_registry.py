@@ -68,7 +68,9 @@ def test_a_change_is_seen_within_the_check_interval(nats: NatsServer) -> None:
 def test_many_polls_cost_one_request_per_check_while_nothing_changes(nats: NatsServer) -> None:
     polls = [a_poll(f"p{i:02d}") for i in range(40)]
 
-    async def body(js: Any, reader: Any) -> tuple[list[Poll | None], int, list[str], list[str]]:
+    async def body(
+        js: Any, reader: Any
+    ) -> tuple[list[Poll | None], int, int, list[str], list[str]]:
         bucket = await provision.registry(js)
         for poll in polls:
             await bucket.put(poll.name, poll.to_registry())
@@ -87,11 +89,17 @@ def test_many_polls_cost_one_request_per_check_while_nothing_changes(nats: NatsS
         newcomer = a_poll("p99")
         await bucket.put(newcomer.name, newcomer.to_registry())
         await asyncio.sleep(EVERY)
-        return seen, requests, names, await registry.names()
+        sent = reader.stats["out_msgs"]
+        again = await registry.get(polls[0].name)
+        after_change = reader.stats["out_msgs"] - sent
+        assert again == polls[0]
+        return seen, requests, after_change, names, await registry.names()
 
-    seen, requests, names, after = run(nats, body)
+    seen, requests, after_change, names, after = run(nats, body)
     assert seen == polls
     assert requests <= 3, f"{requests} requests for 40 unchanged polls over 3 checks"
+    # After a change, the one poll asked for is read again (a check and a read), not all 40.
+    assert after_change <= 2, f"{after_change} requests to read one poll after a change"
     assert sorted(names) == [poll.name for poll in polls]
     assert sorted(after) == sorted([*names, "p99"])
 
