@@ -27,13 +27,13 @@ import psycopg
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from privpoll import messaging, provision, randomness, storage
 from privpoll.envelope import Envelope
 from privpoll.poll import Phase, Poll
+from privpoll.puller import Puller
 from privpoll.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -114,13 +114,14 @@ class PollSink:
     def __init__(
         self,
         role: messaging.Role,
-        js: JetStreamContext,
+        nc: Client,
         connections: ConnectionPool[psycopg.Connection[Any]],
         registry: Registry,
         poll: Poll,
     ) -> None:
         self.role = role
-        self.js = js
+        self.nc = nc
+        self.js = nc.jetstream()
         self.connections = connections
         self.registry = registry
         self.poll = poll
@@ -132,16 +133,15 @@ class PollSink:
     async def run(self) -> None:
         """Until the poll is gone, or closed and everything of it stored: then the worker
         ends, and with it its subscription."""
-        sub = await self.js.pull_subscribe_bind(
-            durable=messaging.consumer(self.role), stream=messaging.stream(self.poll.name)
-        )
+        puller = Puller(self.nc, messaging.stream(self.poll.name), messaging.consumer(self.role))
+        await puller.start()
         try:
-            await self._consume(sub)
+            await self._consume(puller)
         finally:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await puller.stop()
 
-    async def _consume(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _consume(self, puller: Puller) -> None:
         """Fetch, hold, write. A batch is written while the next one is fetched: the database
         and NATS work side by side, and each batch is acked once its own commit is done."""
         batch = Batch()
@@ -151,7 +151,7 @@ class PollSink:
                 await self._refresh()
                 closing = self.poll.phase() is Phase.CLOSED
                 room = self.capacity - len(batch)
-                messages = await self._fetch(sub, len(batch), writing[1] if writing else None)
+                messages = await self._fetch(puller, len(batch), writing[1] if writing else None)
                 await self._take(batch, messages)
                 # Fewer than asked for, and few: the stream had no more. (A fetch that only
                 # filled the batch's last room is no trickle: that batch is due now.)
@@ -182,7 +182,7 @@ class PollSink:
                     await writing[1]
 
     async def _fetch(
-        self, sub: JetStreamContext.PullSubscription, held: int, writing: asyncio.Task[bool] | None
+        self, puller: Puller, held: int, writing: asyncio.Task[bool] | None
     ) -> list[Msg]:
         """Up to what the batch has room for: a long pull while nothing comes, a short one
         while a write runs (to see it end) or envelopes trickle in."""
@@ -192,7 +192,7 @@ class PollSink:
             return []
         try:
             short = writing is not None or self._trickle
-            return await sub.fetch(
+            return await puller.fetch(
                 self.capacity - held, timeout=SHORT_FETCH if short else FETCH_TIMEOUT
             )
         except NatsTimeout:
@@ -353,7 +353,7 @@ class Sink:
                         self.finished[name] = (poll.uid, time.monotonic())
                     elif poll is not None:
                         self.finished.pop(name, None)
-                        worker = PollSink(self.role, js, connections, registry, poll)
+                        worker = PollSink(self.role, nc, connections, registry, poll)
                         self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
 
