@@ -42,6 +42,7 @@ MAX_BATCH = 2000
 FETCH_TIMEOUT = 1.0
 SHORT_FETCH = 0.05
 SMALL_FETCH = 100
+TRICKLE_PAUSE = 2.0
 # Database connections of one sink process, shared by its polls; a write waits this long
 # for one before the sink takes the database for unavailable and tries again.
 CONNECTIONS = 4
@@ -162,7 +163,7 @@ class PollSink:
                     # write and one wake-up each, which costs NATS and the sink more than
                     # the envelopes do (a sink of many polls does little else). A batch
                     # waits for more anyway.
-                    await asyncio.sleep(min(self.poll.rules.mixing.max_wait_seconds / 2, 1.0))
+                    await asyncio.sleep(self._pause(batch))
                 if writing is not None and writing[1].done():
                     written, task = writing
                     writing = None
@@ -243,6 +244,16 @@ class PollSink:
         if batch.ready_at is None and len(batch) >= 2 * self.poll.rules.mixing.min_batch:
             wait = self.poll.rules.mixing.max_wait_seconds
             batch.ready_at = time.monotonic() + wait * randomness.system.uniform(0.25, 1.0)
+
+    def _pause(self, batch: Batch) -> float:
+        """How long a trickle is left to gather before the next pull. A ready batch is
+        pulled for once more when it is due (pulling sooner would only split what that pull
+        takes); a batch not ready yet has no time bound, but one pull a maxWait (at most
+        TRICKLE_PAUSE) sees the poll close and the stream fill soon enough."""
+        longest = min(self.poll.rules.mixing.max_wait_seconds, TRICKLE_PAUSE)
+        if batch.ready_at is None:
+            return longest
+        return min(max(batch.ready_at - time.monotonic(), 0.0), longest)
 
     def _due(self, batch: Batch, *, drained: bool) -> bool:
         if not batch:
