@@ -42,7 +42,7 @@ class Publisher:
     def __init__(self, nc: Client, timeout: float) -> None:
         self.nc = nc
         self._timeout = timeout
-        self._prefix = f"{nc._inbox_prefix.decode()}.{nc._nuid.next().decode()}."
+        self._prefix = nc.new_inbox() + "."
         self._tokens = itertools.count()
         self._waiting: dict[str, asyncio.Future[Stored]] = {}
         # (deadline, token) in the order sent: every publish has the same timeout.

@@ -25,18 +25,19 @@ from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError
 
+from privpoll.publisher import NO_RESPONDERS
+
 # Status headers that end a pull: nothing (more) to deliver now, and the pull expired.
 NO_MESSAGES = "404"
 EXPIRED = "408"
 HEARTBEAT = "100"
-# nats-server's answer to a request no one listens to: here, no such consumer (or stream).
-NO_RESPONDERS = "503"
 # How much longer than its expiry a pull is waited for before it is taken for lost.
 GRACE = 1.0
 
 
 class PullError(APIError):
-    """nats-server ended a pull with an error status (e.g. 409: the consumer was deleted)."""
+    """nats-server ended a pull with an error status (503: no such consumer or stream;
+    409: e.g. too many pulls waiting)."""
 
 
 class Puller:
@@ -47,7 +48,7 @@ class Puller:
     def __init__(self, nc: Client, stream: str, durable: str) -> None:
         self.nc = nc
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._prefix = f"{nc._inbox_prefix.decode()}.{nc._nuid.next().decode()}."
+        self._prefix = nc.new_inbox() + "."
         self._pulls = itertools.count()
         self._sub: Subscription | None = None
         # Delivered and not yet handed out: a pull given up on may still deliver later,
@@ -77,8 +78,8 @@ class Puller:
         self._error = None
         self._ended.clear()
         request = {"batch": batch, "expires": int(timeout * 1e9), "no_wait": True}
-        await self.nc.publish(self._next, json.dumps(request).encode(), reply=self._current)
         try:
+            await self.nc.publish(self._next, json.dumps(request).encode(), reply=self._current)
             await asyncio.wait_for(self._ended.wait(), timeout + GRACE)
         except TimeoutError:
             if not self._arrived:
