@@ -157,18 +157,25 @@ class PollSink:
                 # Fewer than asked for, and few: the stream had no more. (A fetch that only
                 # filled the batch's last room is no trickle: that batch is due now.)
                 self._trickle = 0 < len(messages) < min(room, SMALL_FETCH)
-                if self._trickle and writing is None and not closing:
-                    # A trickle: let it gather in the stream, then take it in one short pull.
-                    # A long pull delivers each envelope the moment it comes, one socket
-                    # write and one wake-up each, which costs NATS and the sink more than
-                    # the envelopes do (a sink of many polls does little else). A batch
-                    # waits for more anyway.
+                if self._trickle and not closing:
+                    # A trickle: let it gather in the stream, then take it in one short pull,
+                    # while a write (if one runs) goes on in its thread. Every pull costs
+                    # nats-server a request and a write of the consumer's state, and the sink
+                    # a turn of this loop, whatever it brings (a sink of many polls does
+                    # little else); a long pull, or short pulls while a write runs, would
+                    # bring the envelopes one or two at a time. A batch waits for more anyway.
                     await asyncio.sleep(self._pause(batch))
                 if writing is not None and writing[1].done():
                     written, task = writing
                     writing = None
                     if not task.result():  # not stored: those envelopes are the oldest again
-                        batch = Batch(written.items + batch.items, batch.ready_at)
+                        batch = Batch(
+                            written.items + batch.items,
+                            batch.ready_at,
+                            min(written.progressed_at, batch.progressed_at)
+                            if batch
+                            else written.progressed_at,
+                        )
                 drained = closing and not messages
                 if writing is None and self._due(batch, drained=drained):
                     write, batch = batch.split(0 if drained else self.poll.rules.mixing.min_batch)
@@ -185,8 +192,8 @@ class PollSink:
     async def _fetch(
         self, puller: Puller, held: int, writing: asyncio.Task[bool] | None
     ) -> list[Msg]:
-        """Up to what the batch has room for: a long pull while nothing comes, a short one
-        while a write runs (to see it end) or envelopes trickle in."""
+        """Up to what the batch has room for: a long pull until envelopes come (it answers
+        the moment the first does), a short one while they trickle in or a write runs."""
         if held >= self.capacity:
             if writing is not None:
                 await asyncio.wait({writing})
@@ -224,6 +231,9 @@ class PollSink:
 
     async def _take(self, batch: Batch, messages: list[Msg]) -> None:
         to_rows = ROWS[self.role]
+        if messages and not batch:
+            # The keep-alive clock starts with the oldest envelope held, not with the batch.
+            batch.progressed_at = time.monotonic()
         for msg in messages:
             try:
                 envelope = Envelope.decode(msg.data)
