@@ -30,8 +30,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
-from privpoll import messaging, provision, randomness, storage
-from privpoll.envelope import Envelope
+from privpoll import envelope, messaging, provision, randomness, storage
+from privpoll.envelope import ReadEnvelope
 from privpoll.poll import Phase, Poll
 from privpoll.puller import Puller
 from privpoll.registry import Registry
@@ -53,19 +53,19 @@ DISCOVER_EVERY = 2.0
 # How often a sink looks again at a poll it finished: a new poll may have taken its name.
 RECHECK_FINISHED = 60.0
 
-Rows = list[tuple[uuid.UUID, str]]
-Writer = Callable[[psycopg.Connection[Any], uuid.UUID, Iterable[tuple[uuid.UUID, str]]], None]
+Rows = list[storage.Row]
+Writer = Callable[[psycopg.Connection[Any], uuid.UUID, Iterable[storage.Row]], None]
 
 
-def actor_rows(envelope: Envelope) -> Rows:
-    return [(envelope.actor.entry, envelope.actor.voter)]
+def actor_rows(read: ReadEnvelope) -> Rows:
+    return [(read["actor"]["entry"], read["actor"]["voter"])]
 
 
-def ballot_rows(envelope: Envelope) -> Rows:
-    return [(b.id, b.choice) for b in envelope.ballots]
+def ballot_rows(read: ReadEnvelope) -> Rows:
+    return [(b["id"], b["choice"]) for b in read["ballots"]]
 
 
-ROWS: dict[messaging.Role, Callable[[Envelope], Rows]] = {
+ROWS: dict[messaging.Role, Callable[[ReadEnvelope], Rows]] = {
     "actors": actor_rows,
     "ballots": ballot_rows,
 }
@@ -236,7 +236,7 @@ class PollSink:
             batch.progressed_at = time.monotonic()
         for msg in messages:
             try:
-                envelope = Envelope.decode(msg.data)
+                read = envelope.read(msg.data)
             except ValidationError:
                 # Never retried forever: a message that cannot be read is dropped and counted.
                 self.stats.terminated += 1
@@ -248,7 +248,7 @@ class PollSink:
                 )
                 await msg.term()
                 continue
-            batch.items.append((msg, to_rows(envelope)))
+            batch.items.append((msg, to_rows(read)))
         # Ready once it can write minBatch envelopes and hold minBatch back; then a jittered
         # wait for more, drawn by each sink on its own.
         if batch.ready_at is None and len(batch) >= 2 * self.poll.rules.mixing.min_batch:

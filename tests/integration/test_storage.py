@@ -60,3 +60,25 @@ def test_other_errors_are_not_retried(postgres: PostgresServer) -> None:
     with storage.connect(postgres.dsn) as conn, pytest.raises(psycopg.errors.DivisionByZero):
         storage.run_transaction(conn, work)
     assert attempts == [1]
+
+
+AWKWARD = ["plain", "back\\slash", "tab\there", "two\nlines", "carriage\rreturn", "\\N", "ünï 🗳"]
+
+
+def test_a_batch_is_stored_exactly_as_given(postgres: PostgresServer) -> None:
+    # COPY's text format gives a backslash, a tab, a newline, a carriage return and \N
+    # meanings of their own: a choice or voter holding one must come back unchanged, whether
+    # the batch goes in by COPY or (holding an id stored already) by the INSERT fallback.
+    poll = uuid.uuid4()
+    rows: list[storage.Row] = [(str(uuid.uuid4()), value) for value in AWKWARD]
+    rows.append((uuid.uuid4(), "a uuid object"))
+    with storage.connect(postgres.dsn) as conn:
+        storage.migrate(conn)
+        storage.write_ballots(conn, poll, rows[:3])
+        storage.write_ballots(conn, poll, rows)  # rows[:3] stored already: the fallback
+        storage.write_actors(conn, poll, rows)
+        ballots = conn.execute("SELECT id, choice FROM ballots WHERE poll = %s", (poll,)).fetchall()
+        actors = conn.execute("SELECT entry, voter FROM actors WHERE poll = %s", (poll,)).fetchall()
+    wanted = sorted((uuid.UUID(str(key)), value) for key, value in rows)
+    assert sorted(ballots) == wanted
+    assert sorted(actors) == wanted

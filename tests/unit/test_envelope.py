@@ -8,9 +8,12 @@ import random
 import uuid
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from privpoll import envelope
 from privpoll.envelope import Envelope, seal
 from privpoll.noise import Noise
 from privpoll.spec import PollRules
@@ -87,3 +90,35 @@ def test_ids_are_not_ordered() -> None:
     ids = [b.id for _ in range(200) for b in seal(Noise(poll), "v", "a").ballots]
     ascending = sum(x.int < y.int for x, y in itertools.pairwise(ids))
     assert 0.35 < ascending / (len(ids) - 1) < 0.65
+
+
+@settings(max_examples=100, deadline=None)
+@given(poll=polls(), voter=labels, data=st.data())
+def test_a_sink_reads_what_the_ingest_sealed(
+    poll: PollRules, voter: str, data: st.DataObject
+) -> None:
+    sealed = seal(Noise(poll), voter, data.draw(st.sampled_from(poll.choices)))
+    read = envelope.read(sealed.encode())
+    assert read["id"] == str(sealed.id)
+    assert read["actor"] == {"entry": str(sealed.actor.entry), "voter": voter}
+    assert read["ballots"] == [{"id": str(b.id), "choice": b.choice} for b in sealed.ballots]
+
+
+def test_a_sink_refuses_what_is_no_envelope() -> None:
+    poll = PollRules.model_validate({"title": "t", "choices": ["a", "b"]})
+    good = json.loads(seal(Noise(poll), "v", "a").encode())
+    broken = [
+        {**good, "extra": 1},
+        {k: v for k, v in good.items() if k != "actor"},
+        {**good, "id": "not-a-uuid"},
+        {**good, "id": good["id"].upper()},  # not how the ingest writes an id
+        {**good, "actor": {**good["actor"], "voter": 7}},
+        {**good, "actor": {**good["actor"], "seen": "09:00"}},
+        {**good, "ballots": [{"id": good["ballots"][0]["id"]}]},
+        {**good, "ballots": [{**good["ballots"][0], "real": True}]},
+    ]
+    for document in broken:
+        with pytest.raises(ValidationError):
+            envelope.read(json.dumps(document).encode())
+    with pytest.raises(ValidationError):
+        envelope.read(b"{not json")
