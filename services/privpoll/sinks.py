@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -43,6 +44,10 @@ FETCH_TIMEOUT = 1.0
 SHORT_FETCH = 0.05
 SMALL_FETCH = 100
 TRICKLE_PAUSE = 2.0
+# A trickle's pause ends on a tick of a clock every poll of a process shares, so that the
+# pulls of many polls go out together (one write to the socket for all) and their answers
+# come back together, instead of one turn of the loop and one system call each.
+PULL_TICK = 0.05
 # Database connections of one sink process, shared by its polls; a write waits this long
 # for one before the sink takes the database for unavailable and tries again.
 CONNECTIONS = 4
@@ -164,7 +169,7 @@ class PollSink:
                     # a turn of this loop, whatever it brings (a sink of many polls does
                     # little else); a long pull, or short pulls while a write runs, would
                     # bring the envelopes one or two at a time. A batch waits for more anyway.
-                    await asyncio.sleep(self._pause(batch))
+                    await _until_tick(self._pause(batch))
                 if writing is not None and writing[1].done():
                     written, task = writing
                     writing = None
@@ -324,6 +329,24 @@ class PollSink:
             self.gone = True
         else:
             self.poll = found
+
+
+async def _until_tick(seconds: float) -> None:
+    """Sleep at least ``seconds``, until the next PULL_TICK of the loop's clock."""
+    loop = asyncio.get_running_loop()
+    # The same float for every poll waking on one tick: their timers come due together.
+    wake = math.ceil((loop.time() + seconds) / PULL_TICK) * PULL_TICK
+    woken: asyncio.Future[None] = loop.create_future()
+    timer = loop.call_at(wake, _wake, woken)
+    try:
+        await woken
+    finally:
+        timer.cancel()
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
 
 
 class Sink:

@@ -7,6 +7,7 @@ written in one transaction in shuffled order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, LiteralString, TypeVar
 
 import psycopg
+import psycopg.crdb
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -71,8 +73,8 @@ MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
 
 
 def is_cockroach(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT version()").fetchone()
-    return row is not None and "CockroachDB" in str(row[0])
+    # CockroachDB reports crdb_version when the connection starts: no query needed.
+    return psycopg.crdb.CrdbConnection.is_crdb(conn)
 
 
 def connect(dsn: str, *, timeout: float = 5) -> psycopg.Connection[Any]:
@@ -84,15 +86,22 @@ def run_transaction(
     work: Callable[[psycopg.Cursor[Any]], T],
     *,
     attempts: int = 10,
+    one_statement: bool = False,
 ) -> T:
     """Run ``work`` in one transaction, retrying serialization failures (SQLSTATE 40001).
 
     CockroachDB runs every transaction SERIALIZABLE and asks clients to retry on 40001; so
     does PostgreSQL at that isolation level. ``work`` must be safe to run again.
+
+    ``one_statement`` work on PostgreSQL, with autocommit on, runs with no BEGIN and COMMIT:
+    a single statement is a transaction of its own there, whole or not at all, and the two
+    round trips are saved. (CockroachDB may commit an implicit COPY in parts; it always gets
+    the explicit transaction.)
     """
+    implicit = one_statement and conn.autocommit and not is_cockroach(conn)
     for attempt in range(attempts):
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with contextlib.nullcontext() if implicit else conn.transaction(), conn.cursor() as cur:
                 return work(cur)
         except psycopg.errors.Error as error:
             if error.sqlstate not in RETRYABLE_SQLSTATES or attempt == attempts - 1:
@@ -274,7 +283,7 @@ def _write(
         cur.execute(insert, (poll, keys, values))
 
     try:
-        run_transaction(conn, by_copy)
+        run_transaction(conn, by_copy, one_statement=True)
     except psycopg.errors.UniqueViolation:
         run_transaction(conn, by_insert)
 

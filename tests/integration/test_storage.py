@@ -82,3 +82,21 @@ def test_a_batch_is_stored_exactly_as_given(postgres: PostgresServer) -> None:
     wanted = sorted((uuid.UUID(str(key)), value) for key, value in rows)
     assert sorted(ballots) == wanted
     assert sorted(actors) == wanted
+
+
+def test_a_batch_that_fails_part_way_stores_nothing(postgres: PostgresServer) -> None:
+    # On PostgreSQL the COPY runs with no BEGIN ... COMMIT around it: it must still be one
+    # transaction, so a row the database refuses at the end takes the rows before it along.
+    poll = uuid.uuid4()
+    rows: list[storage.Row] = [(str(uuid.uuid4()), f"choice {n}") for n in range(500)]
+    rows.append(("not-a-uuid", "refused"))
+    with storage.connect(postgres.dsn) as conn:
+        storage.migrate(conn)
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            storage.write_ballots(conn, poll, rows)
+        stored = conn.execute("SELECT count(*) FROM ballots WHERE poll = %s", (poll,)).fetchone()
+        assert stored == (0,)
+        # The connection is usable afterwards: the same batch without the bad row goes in.
+        storage.write_ballots(conn, poll, rows[:-1])
+        stored = conn.execute("SELECT count(*) FROM ballots WHERE poll = %s", (poll,)).fetchone()
+    assert stored == (500,)
