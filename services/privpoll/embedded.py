@@ -21,6 +21,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -179,8 +180,12 @@ class NatsServer(_Server):
     name = "nats-server"
     stop_signal = signal.SIGTERM
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, options: Sequence[str] = ()
+    ) -> None:
         super().__init__(data_dir, port, "nats")
+        # More of nats-server's flags, e.g. ``--user``/``--pass`` or ``--tls`` (tests).
+        self.options = list(options)
 
     @property
     def url(self) -> str:
@@ -197,6 +202,7 @@ class NatsServer(_Server):
             "--addr", "127.0.0.1",
             "--port", str(self.port),
             "--store_dir", str(self.data_dir / "jetstream"),
+            *self.options,
         ]  # fmt: skip
         # stdout and stderr rather than --log: errors before logging is set up land there too.
         with self.log_path.open("ab") as log:

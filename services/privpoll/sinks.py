@@ -26,7 +26,6 @@ from typing import Any
 
 import psycopg
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
@@ -36,6 +35,7 @@ from privpoll.envelope import ReadEnvelope
 from privpoll.poll import Phase, Poll
 from privpoll.puller import Puller
 from privpoll.registry import Registry
+from privpoll.wire import IN_PROGRESS, TERMINATE, Delivery, PullConnection
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ WRITERS: dict[messaging.Role, Writer] = {
 class Batch:
     """Envelopes held for mixing, in stream order: each message with its rows."""
 
-    items: list[tuple[Msg, Rows]] = field(default_factory=list)
+    items: list[tuple[Delivery, Rows]] = field(default_factory=list)
     ready_at: float | None = None
     progressed_at: float = field(default_factory=time.monotonic)
 
@@ -92,7 +92,7 @@ class Batch:
         return len(self.items)
 
     @property
-    def messages(self) -> list[Msg]:
+    def messages(self) -> list[Delivery]:
         return [msg for msg, _ in self.items]
 
     @property
@@ -121,13 +121,14 @@ class PollSink:
         self,
         role: messaging.Role,
         nc: Client,
+        wire: PullConnection,
         connections: ConnectionPool[psycopg.Connection[Any]],
         registry: Registry,
         poll: Poll,
     ) -> None:
         self.role = role
-        self.nc = nc
         self.js = nc.jetstream()
+        self.wire = wire
         self.connections = connections
         self.registry = registry
         self.poll = poll
@@ -139,7 +140,7 @@ class PollSink:
     async def run(self) -> None:
         """Until the poll is gone, or closed and everything of it stored: then the worker
         ends, and with it its subscription."""
-        puller = Puller(self.nc, messaging.stream(self.poll.name), messaging.consumer(self.role))
+        puller = Puller(self.wire, messaging.stream(self.poll.name), messaging.consumer(self.role))
         await puller.start()
         try:
             await self._consume(puller)
@@ -196,7 +197,7 @@ class PollSink:
 
     async def _fetch(
         self, puller: Puller, held: int, writing: asyncio.Task[bool] | None
-    ) -> list[Msg]:
+    ) -> list[Delivery]:
         """Up to what the batch has room for: a long pull until envelopes come (it answers
         the moment the first does), a short one while they trickle in or a write runs."""
         if held >= self.capacity:
@@ -234,7 +235,7 @@ class PollSink:
         """Envelopes held at most: enough to write minBatch and still hold minBatch back."""
         return max(MAX_BATCH, 2 * self.poll.rules.mixing.min_batch)
 
-    async def _take(self, batch: Batch, messages: list[Msg]) -> None:
+    async def _take(self, batch: Batch, messages: list[Delivery]) -> None:
         to_rows = ROWS[self.role]
         if messages and not batch:
             # The keep-alive clock starts with the oldest envelope held, not with the batch.
@@ -251,7 +252,7 @@ class PollSink:
                     self.poll.name,
                     self.stats.terminated,
                 )
-                await msg.term()
+                self.wire.acknowledge([msg], TERMINATE)
                 continue
             batch.items.append((msg, to_rows(read)))
         # Ready once it can write minBatch envelopes and hold minBatch back; then a jittered
@@ -290,9 +291,8 @@ class PollSink:
             )
             await asyncio.sleep(1)
             return False
-        for msg in batch.messages:
-            with contextlib.suppress(Exception):  # a lost ack only means a harmless redelivery
-                await msg.ack()
+        # (Without a connection the acks are lost: only a harmless redelivery.)
+        self.wire.acknowledge(batch.messages)
         self.stats.envelopes += len(batch)
         self.stats.rows += len(batch.rows)
         self.stats.batches += 1
@@ -313,9 +313,7 @@ class PollSink:
         """In-progress acks, so JetStream does not redeliver what a batch holds for mixing."""
         now = time.monotonic()
         if batch and now - batch.progressed_at >= PROGRESS_EVERY:
-            for msg in batch.messages:
-                with contextlib.suppress(Exception):
-                    await msg.in_progress()
+            self.wire.acknowledge(batch.messages, IN_PROGRESS)
             batch.progressed_at = now
 
     async def _refresh(self) -> None:
@@ -365,7 +363,7 @@ class Sink:
         self.finished: dict[str, tuple[uuid.UUID, float]] = {}
 
     async def run(self) -> None:
-        nc = await self._connect()
+        nc, wire = await self._connect()
         js = nc.jetstream()
         # One small pool for every poll this process serves: a sink of a hundred polls
         # holds a few connections, not a hundred.
@@ -397,7 +395,7 @@ class Sink:
                         self.finished[name] = (poll.uid, time.monotonic())
                     elif poll is not None:
                         self.finished.pop(name, None)
-                        worker = PollSink(self.role, nc, connections, registry, poll)
+                        worker = PollSink(self.role, nc, wire, connections, registry, poll)
                         self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
 
@@ -412,10 +410,17 @@ class Sink:
             log.info("%s sink of %s: every envelope stored; done with it", self.role, name)
             self.finished[name] = (worker.poll.uid, time.monotonic())
 
-    async def _connect(self) -> Client:
+    async def _connect(self) -> tuple[Client, PullConnection]:
+        """nats-py's connection for JetStream's API, and the pull connection beside it."""
+        name = f"privpoll-sink-{self.role}"
+        wire = PullConnection(self.nats_url, name=f"{name}-pulls")  # a URL it cannot use raises
+        nc: Client | None = None
         while True:
             try:
-                return await messaging.connect(self.nats_url, name=f"privpoll-sink-{self.role}")
+                if nc is None:
+                    nc = await messaging.connect(self.nats_url, name=name)
+                await wire.open()
+                return nc, wire
             except Exception as error:
                 log.warning("cannot reach NATS yet (%s); retrying", type(error).__name__)
                 await asyncio.sleep(1)

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext, api
 from privpoll import messaging
 from privpoll.embedded import NatsServer
 from privpoll.puller import Puller, PullError
+from privpoll.wire import PullConnection
 
 
 @contextlib.asynccontextmanager
@@ -21,16 +22,19 @@ async def pulling(
 ) -> AsyncIterator[tuple[JetStreamContext, Puller]]:
     """A stream "s" on subject "s", its durable consumer "c", and a puller of ``durable``."""
     nc = await messaging.connect(nats.url, "test")
+    wire = PullConnection(nats.url, "test-pulls")
     try:
+        await wire.open()
         js = nc.jetstream()
         await js.add_stream(api.StreamConfig(name="s", subjects=["s"]))
         await js.add_consumer(
             "s", api.ConsumerConfig(durable_name="c", ack_policy=api.AckPolicy.EXPLICIT)
         )
-        puller = Puller(nc, "s", durable)
+        puller = Puller(wire, "s", durable)
         await puller.start()
         yield js, puller
     finally:
+        await wire.close()
         await nc.close()
 
 
@@ -43,8 +47,7 @@ def test_a_backlog_comes_at_once_in_order_up_to_the_batch(nats: NatsServer) -> N
             started = time.monotonic()
             rest = await puller.fetch(100, timeout=5)
             took = time.monotonic() - started
-            for msg in first + rest:
-                await msg.ack()
+            puller.connection.acknowledge(first + rest)
             await asyncio.sleep(0.2)
             pending = (await js.consumer_info("s", "c")).num_ack_pending
             return [m.data for m in first], [m.data for m in rest], took, pending
