@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium clean
+.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl clean
 
 install: $(STAMP)
 
@@ -72,7 +72,16 @@ chromium:
 			echo "The browser tests need Chromium: run 'sudo apt-get install chromium' (they skip without it)"; \
 		fi
 
-test: lint typecheck chromium
+# The TLS test of the sinks' NATS connection and the Kubernetes control plane make keys with it.
+openssl:
+	@command -v openssl >/dev/null || \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; \
+		else \
+			echo "Some tests need openssl: run 'sudo apt-get install openssl' (they skip without it)"; \
+		fi
+
+test: lint typecheck chromium openssl
 	$(BIN)/pytest -q -ra tests
 
 clean:

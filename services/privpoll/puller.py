@@ -44,12 +44,10 @@ class Puller:
 
     One pull at a time: ``fetch`` is not to be called again before it returned."""
 
-    _count = itertools.count()
-
     def __init__(self, connection: PullConnection, stream: str, durable: str) -> None:
         self.connection = connection
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._prefix = f"{connection.inbox}.{next(Puller._count)}."
+        self._prefix = connection.new_inbox() + "."
         self._pulls = itertools.count()
         self._sid: int | None = None
         # Delivered and not yet handed out: a pull given up on may still deliver later,

@@ -279,8 +279,9 @@ class PollSink:
         return batch.ready_at is not None and time.monotonic() >= batch.ready_at
 
     async def _flush(self, batch: Batch) -> bool:
+        rows = batch.rows
         try:
-            await asyncio.to_thread(self._write, batch.rows)
+            await asyncio.to_thread(self._write, rows)
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             log.warning(
                 "%s sink of %s: database unavailable (%s); holding %d envelopes",
@@ -294,14 +295,14 @@ class PollSink:
         # (Without a connection the acks are lost: only a harmless redelivery.)
         self.wire.acknowledge(batch.messages)
         self.stats.envelopes += len(batch)
-        self.stats.rows += len(batch.rows)
+        self.stats.rows += len(rows)
         self.stats.batches += 1
         log.info(
             "%s sink of %s: committed a batch of %d envelopes (%d rows)",
             self.role,
             self.poll.name,
             len(batch),
-            len(batch.rows),
+            len(rows),
         )
         return True
 

@@ -97,7 +97,8 @@ class PullConnection:
     def __init__(self, url: str, name: str) -> None:
         self.server = Server.from_url(url)
         self.name = name
-        self.inbox = f"_INBOX.{randomness.new_id().hex}"
+        self._inbox = f"_INBOX.{randomness.new_id().hex}"
+        self._inboxes = 0
         self._subscriptions: dict[int, tuple[bytes, Subscriber]] = {}
         self._sids = 0
         self._protocol: _Protocol | None = None
@@ -122,6 +123,11 @@ class PullConnection:
     @property
     def connected(self) -> bool:
         return self._protocol is not None and self._protocol.usable
+
+    def new_inbox(self) -> str:
+        """A reply subject prefix of this connection that no other caller gets."""
+        self._inboxes += 1
+        return f"{self._inbox}.{self._inboxes}"
 
     def subscribe(self, subject: str, subscriber: Subscriber) -> int:
         """Deliver what comes on ``subject`` to ``subscriber``, on this connection and on
