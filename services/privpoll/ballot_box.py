@@ -9,14 +9,12 @@ wake-up: under load, one wake-up (and one socket write) serves many votes.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import functools
 import logging
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from nats.aio.client import Client
@@ -34,7 +32,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
-from privpoll import messaging, provision, tokens
+from privpoll import messaging, provision, tokens, wire
 from privpoll.envelope import seal
 from privpoll.noise import Noise
 from privpoll.poll import Phase, Poll
@@ -57,14 +55,39 @@ QUEUED = b"queued"
 WRONG_LAST_SEQUENCE = (10071, 10164)
 
 
-def _settle_future(future: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
-    """Hand a finished task's outcome to the request thread waiting on ``future``."""
-    if task.cancelled():
-        future.set_exception(QueueDown("cancelled"))
-    elif (error := task.exception()) is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(task.result())
+def _expecting(last: int) -> bytes:
+    """The header block of a KV write that holds only if the key's last revision is ``last``
+    (0: the key has none)."""
+    return b"NATS/1.0\r\nNats-Expected-Last-Subject-Sequence: %d\r\n\r\n" % last
+
+
+def _message_id(message_id: str) -> bytes:
+    """The header block by which JetStream drops a second publish of the same message."""
+    return b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % message_id.encode()
+
+
+class _Answer(Generic[T]):
+    """Where the loop leaves a request thread's result: a lock the thread waits on, released
+    once the result is there (lighter than ``concurrent.futures.Future``, whose condition
+    variable costs the loop a second lock and a list of waiters for every vote)."""
+
+    __slots__ = ("abandoned", "error", "ready", "value")
+
+    def __init__(self) -> None:
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+    def settle(self, task: asyncio.Task[T]) -> None:
+        if task.cancelled():
+            self.error = QueueDown("cancelled")
+        elif (error := task.exception()) is not None:
+            self.error = error
+        else:
+            self.value = task.result()
+        self.ready.release()
 
 
 class QueueDown(Exception):
@@ -92,7 +115,7 @@ class BallotBox:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._publisher: Publisher | None = None
-        self._inbox: list[tuple[Coroutine[Any, Any, Any], concurrent.futures.Future[Any]]] = []
+        self._inbox: list[tuple[Coroutine[Any, Any, Any], _Answer[Any]]] = []
         self._inbox_lock = threading.Lock()
         self._registry: Registry | None = None
         self._refreshing: set[str] = set()
@@ -108,48 +131,62 @@ class BallotBox:
         self._loop.run_forever()
 
     async def _connect(self) -> None:
+        """Connect both ways to NATS (nats-py, and the lean connection for publishes); the
+        box is ready, and ``jetstream`` stops waiting, only once both are."""
         while self._nc is None:
+            nc: Client | None = None
             try:
-                self._nc = await messaging.connect(
+                nc = await messaging.connect(
                     self.nats_url, name="privpoll-ingest", buffer_while_reconnecting=False
                 )
-                self._js = self._nc.jetstream(timeout=self.publish_timeout)
-                self._registry = Registry(self._js, every=POLL_TTL)
-                publisher = Publisher(self._nc, self.publish_timeout)
-                await publisher.start()
-                self._publisher = publisher
-                self._ready.set()
+                connection = wire.Connection(self.nats_url, "privpoll-ingest-publisher")
+                await connection.open()
             except Exception as error:  # keep trying: NATS may start after us
+                if nc is not None:
+                    with contextlib.suppress(Exception):
+                        await nc.close()
                 log.warning("cannot reach NATS at %s yet (%s); retrying", self.nats_url, error)
                 await asyncio.sleep(1)
+                continue
+            self._publisher = Publisher(connection, self.publish_timeout)
+            self._js = nc.jetstream(timeout=self.publish_timeout)
+            self._registry = Registry(self._js, every=POLL_TTL)
+            self._nc = nc
+            self._ready.set()
 
     def call(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the NATS loop and wait for its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        answer: _Answer[T] = _Answer()
         with self._inbox_lock:
-            self._inbox.append((work, future))
+            self._inbox.append((work, answer))
             wake = len(self._inbox) == 1
         if wake:
             self._loop.call_soon_threadsafe(self._take_inbox)
-        try:
-            return future.result(timeout or self.publish_timeout * 2 + 5)
-        except concurrent.futures.TimeoutError as error:
-            future.cancel()
-            raise QueueDown("NATS did not answer in time") from error
+        if not answer.ready.acquire(timeout=timeout or self.publish_timeout * 2 + 5):
+            # Not started yet: it never will be. Started: its result is dropped.
+            answer.abandoned = True
+            raise QueueDown("NATS did not answer in time")
+        if answer.error is not None:
+            raise answer.error
+        return answer.value  # type: ignore[return-value]  # T, set by settle
 
     def _take_inbox(self) -> None:
         with self._inbox_lock:
             taken, self._inbox = self._inbox, []
-        for work, future in taken:
-            if not future.set_running_or_notify_cancel():
+        for work, answer in taken:
+            if answer.abandoned:
                 work.close()
                 continue
-            task = self._loop.create_task(work)
-            task.add_done_callback(functools.partial(_settle_future, future))
+            self._loop.create_task(work).add_done_callback(answer.settle)
 
     @property
     def connected(self) -> bool:
-        return self._nc is not None and self._nc.is_connected
+        return (
+            self._nc is not None
+            and self._nc.is_connected
+            and self._publisher is not None
+            and self._publisher.connection.connected
+        )
 
     async def jetstream(self) -> JetStreamContext:
         """The JetStream context; waits for the first connection, never for a reconnect."""
@@ -270,10 +307,8 @@ class BallotBox:
                 message_id = tokens.reservation_key(poll.uid, voter)
                 revision = await self._reserve(poll, bucket, message_id)
                 reservation = (bucket, message_id)
-            ack = await (
-                await publisher.publish(
-                    messaging.subject(poll.name), envelope.encode(), {"Nats-Msg-Id": message_id}
-                )
+            ack = await publisher.publish(
+                messaging.subject(poll.name), envelope.encode(), _message_id(message_id)
             )
             if reservation is not None:
                 # The vote is in; the voter need not wait for the mark that makes it final.
@@ -293,6 +328,7 @@ class BallotBox:
         except (
             NatsTimeout,
             TimeoutError,
+            ConnectionError,
             ConnectionClosedError,
             OutboundBufferLimitError,
             QueueDown,
@@ -343,10 +379,9 @@ class BallotBox:
     async def _kv_write(self, poll: Poll, key: str, value: bytes, *, last: int) -> int:
         """Write a reservation if its last revision is ``last`` (0: none yet): the new one."""
         assert self._publisher is not None
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(last)}
         subject = messaging.reservation(poll.name, key)
         try:
-            stored: Stored = await (await self._publisher.publish(subject, value, headers))
+            stored: Stored = await self._publisher.publish(subject, value, _expecting(last))
         except JetStreamAPIError as error:
             if error.err_code in WRONG_LAST_SEQUENCE:
                 raise KeyWrongLastSequenceError(error.description) from error

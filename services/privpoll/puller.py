@@ -1,7 +1,7 @@
 """Pulls from one durable JetStream consumer, over the sink process's own pull connection.
 
 A pull is one request (``$JS.API.CONSUMER.MSG.NEXT``), and every pull of a puller shares one
-reply subscription on the process's ``wire.PullConnection``; what arrives is appended as it is
+reply subscription on the process's ``wire.Connection``; what arrives is appended as it is
 read, with no task or future per message. nats-py's ``fetch`` costs about 60 µs of CPU a
 message draining a backlog (a uuid4, a task and ``asyncio.wait_for`` each), its subscriptions
 with a callback about 21 µs with the ack; this path about 5 µs.
@@ -23,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError
 
 from privpoll.publisher import NO_RESPONDERS
-from privpoll.wire import Delivery, PullConnection
+from privpoll.wire import Connection, Delivery
 
 # Status headers that end a pull: nothing (more) to deliver now, and the pull expired.
 NO_MESSAGES = "404"
@@ -44,7 +44,7 @@ class Puller:
 
     One pull at a time: ``fetch`` is not to be called again before it returned."""
 
-    def __init__(self, connection: PullConnection, stream: str, durable: str) -> None:
+    def __init__(self, connection: Connection, stream: str, durable: str) -> None:
         self.connection = connection
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._prefix = connection.new_inbox() + "."

@@ -35,7 +35,7 @@ from privpoll.envelope import ReadEnvelope
 from privpoll.poll import Phase, Poll
 from privpoll.puller import Puller
 from privpoll.registry import Registry
-from privpoll.wire import IN_PROGRESS, TERMINATE, Delivery, PullConnection
+from privpoll.wire import IN_PROGRESS, TERMINATE, Connection, Delivery
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class PollSink:
         self,
         role: messaging.Role,
         nc: Client,
-        wire: PullConnection,
+        wire: Connection,
         connections: ConnectionPool[psycopg.Connection[Any]],
         registry: Registry,
         poll: Poll,
@@ -411,10 +411,10 @@ class Sink:
             log.info("%s sink of %s: every envelope stored; done with it", self.role, name)
             self.finished[name] = (worker.poll.uid, time.monotonic())
 
-    async def _connect(self) -> tuple[Client, PullConnection]:
+    async def _connect(self) -> tuple[Client, Connection]:
         """nats-py's connection for JetStream's API, and the pull connection beside it."""
         name = f"privpoll-sink-{self.role}"
-        wire = PullConnection(self.nats_url, name=f"{name}-pulls")  # a URL it cannot use raises
+        wire = Connection(self.nats_url, name=f"{name}-pulls")  # a URL it cannot use raises
         nc: Client | None = None
         while True:
             try:

@@ -1,4 +1,5 @@
-"""A lean NATS connection for the sinks' pulls and acks: the protocol's frames read by hand.
+"""A lean NATS connection for the sinks' pulls and acks and the ingest's publishes: the
+protocol's frames read by hand.
 
 nats-py turns every delivered message into a ``Msg`` through its parser, a parse of its
 headers, a queue and a task, and sends each ack as a publish of its own: draining a backlog,
@@ -7,11 +8,15 @@ nats-server), more than a sink spends on everything else it does with an envelop
 connection splits the frames itself and writes a batch's acks as one buffer: about 5 µs a
 message, ack included.
 
-It speaks only what the pulls need: SUB, UNSUB, PUB, MSG and HMSG, PING and PONG; the
+The ingest publishes its reservations and envelopes over one too (``publisher.Publisher``):
+a publish is a frame added to the connection's buffer, which goes out once per turn of the
+event loop, and its ack one frame read back.
+
+It speaks only what those need: SUB, UNSUB, PUB and HPUB, MSG and HMSG, PING and PONG; the
 credentials a URL carries (``nats://user:password@host`` or ``nats://token@host``) and TLS
 (``tls://``, or when the server requires it); and it reconnects, for as long as the process
-lives, the way ``messaging.connect`` does. Everything else a sink asks of NATS (the registry,
-stream and consumer info) goes through nats-py.
+lives, the way ``messaging.connect`` does. Everything else asked of NATS (the registry,
+stream and consumer info, the KV bucket's reads) goes through nats-py.
 """
 
 from __future__ import annotations
@@ -91,8 +96,9 @@ class Server:
         )
 
 
-class PullConnection:
-    """One connection of a sink process, shared by the pullers of all its polls."""
+class Connection:
+    """One connection of a process: a sink's, shared by the pullers of all its polls, or an
+    ingest worker's, shared by all its request threads' publishes."""
 
     def __init__(self, url: str, name: str) -> None:
         self.server = Server.from_url(url)
@@ -142,13 +148,24 @@ class PullConnection:
         if self._subscriptions.pop(sid, None) is not None and self.connected:
             self._write(b"UNSUB %d\r\n" % sid)
 
-    def publish(self, subject: str, payload: bytes, reply: str) -> None:
-        """Raises ConnectionError while there is no connection (nothing is buffered)."""
+    def publish(self, subject: str, payload: bytes, reply: str, headers: bytes = b"") -> None:
+        """Send ``payload`` (with ``headers``, a whole NATS/1.0 header block, if any); raises
+        ConnectionError while there is no connection (nothing is buffered)."""
         if not self.connected:
             raise ConnectionError("not connected to NATS")
-        self._write(
-            b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), reply.encode(), len(payload), payload)
-        )
+        if headers:
+            self._write(
+                b"HPUB %s %s %d %d\r\n%s%s\r\n"
+                % (
+                    subject.encode(), reply.encode(), len(headers), len(headers) + len(payload),
+                    headers, payload,
+                )
+            )  # fmt: skip
+        else:
+            self._write(
+                b"PUB %s %s %d\r\n%s\r\n"
+                % (subject.encode(), reply.encode(), len(payload), payload)
+            )
 
     def acknowledge(self, deliveries: Iterable[Delivery], body: bytes = ACK) -> bool:
         """One buffer of acks (or in-progress, or terminate) for these deliveries. Without a
@@ -245,6 +262,7 @@ class _Protocol(asyncio.Protocol):
         self.ready = False
         self.pings_out = 0
         self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
 
     @property
     def usable(self) -> bool:
@@ -266,6 +284,13 @@ class _Protocol(asyncio.Protocol):
                     subscriber.lost()
 
     def write(self, data: bytes) -> None:
+        """Send ``data`` with everything else written in this turn of the event loop."""
+        self._outgoing.append(data)
+        if len(self._outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
         transport = self.transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
             transport.write(data)

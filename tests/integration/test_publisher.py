@@ -1,4 +1,5 @@
-"""The pipelined publisher answers as JetStream does: stored, duplicate, refused, no stream."""
+"""The pipelined publisher answers as JetStream does: stored, duplicate, refused, no stream,
+no answer, and a lost connection (over the lean connection, against a real nats-server)."""
 
 from __future__ import annotations
 
@@ -7,42 +8,47 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js import JetStreamContext, api
+from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
 from privpoll import messaging
 from privpoll.embedded import NatsServer
 from privpoll.publisher import Publisher, Stored
+from privpoll.wire import Connection
+from tests.integration.waiting import eventually
 
 
 @contextlib.asynccontextmanager
 async def publishing(
     nats: NatsServer, subjects: list[str], timeout: float = 5
-) -> AsyncIterator[tuple[JetStreamContext, Publisher]]:
-    """A connection with a stream named "s" on ``subjects`` (none: no stream) and a publisher."""
+) -> AsyncIterator[tuple[Client, Publisher]]:
+    """A stream named "s" on ``subjects`` (none: no stream), made through nats-py, and a
+    publisher on a lean connection of its own."""
     nc = await messaging.connect(nats.url, "test")
+    connection = Connection(nats.url, "test-publisher")
     try:
         js = nc.jetstream()
         if subjects:
             await js.add_stream(api.StreamConfig(name="s", subjects=subjects))
-        publisher = Publisher(nc, timeout=timeout)
-        await publisher.start()
-        yield js, publisher
+        await connection.open()
+        yield nc, Publisher(connection, timeout=timeout)
     finally:
+        await connection.close()
         await nc.close()
 
 
 def test_publishes_in_flight_together_are_each_answered(nats: NatsServer) -> None:
     async def run() -> tuple[list[Stored], Stored, int, int]:
-        async with publishing(nats, ["s.votes"]) as (js, publisher):
+        async with publishing(nats, ["s.votes"]) as (nc, publisher):
             answers = [
-                await publisher.publish("s.votes", b"%d" % i, {"Nats-Msg-Id": f"m{i}"})
+                publisher.publish("s.votes", b"%d" % i, {"Nats-Msg-Id": f"m{i}"})
                 for i in range(200)
             ]
             stored = list(await asyncio.gather(*answers))
-            again = await (await publisher.publish("s.votes", b"0", {"Nats-Msg-Id": "m0"}))
-            info = await js.stream_info("s")
+            again = await publisher.publish("s.votes", b"0", {"Nats-Msg-Id": "m0"})
+            info = await nc.jetstream().stream_info("s")
             return stored, again, int(info.state.messages), int(info.state.last_seq)
 
     stored, again, messages, last = asyncio.run(run())
@@ -57,10 +63,10 @@ def test_refusals_and_missing_streams_fail_the_answer(nats: NatsServer) -> None:
 
     async def run() -> tuple[Stored | BaseException, Stored | BaseException]:
         async with publishing(nats, ["kv.>"]) as (_, publisher):
-            await (await publisher.publish("kv.a", b"1", create))
+            await publisher.publish("kv.a", b"1", create)
             # The key exists: a second "create" is refused, as a KV create would be.
-            refused = await publisher.publish("kv.a", b"2", create)
-            nowhere = await publisher.publish("nostream.here", b"x", {})
+            refused = publisher.publish("kv.a", b"2", create)
+            nowhere = publisher.publish("nostream.here", b"x", {})
             return await asyncio.gather(refused, nowhere, return_exceptions=True)
 
     refused, nowhere = asyncio.run(run())
@@ -71,11 +77,41 @@ def test_refusals_and_missing_streams_fail_the_answer(nats: NatsServer) -> None:
 
 def test_an_unanswered_publish_times_out(nats: NatsServer) -> None:
     async def run() -> None:
-        async with publishing(nats, [], timeout=0.3) as (_, publisher):
+        async with publishing(nats, [], timeout=0.3) as (nc, publisher):
             # A plain subscriber takes the message and never answers.
-            await publisher.nc.subscribe("silent")
-            answer = await publisher.publish("silent", b"x", {})
+            await nc.subscribe("silent")
+            await nc.flush()
+            answer = publisher.publish("silent", b"x", {})
             with pytest.raises(NatsTimeout):
                 await asyncio.wait_for(answer, 5)
 
     asyncio.run(run())
+
+
+def test_a_lost_connection_fails_its_publishes_at_once_and_the_next_ones_work(
+    nats: NatsServer,
+) -> None:
+    async def run() -> tuple[bool, Stored]:
+        async with publishing(nats, [], timeout=30) as (nc, publisher):
+            await nc.subscribe("silent")
+            await nc.flush()
+            answer = publisher.publish("silent", b"x", {})
+            await asyncio.sleep(0.2)
+            nats.stop()
+            # Its timeout is 30 s: only the lost connection can fail it within 10.
+            with pytest.raises(ConnectionError):
+                await asyncio.wait_for(answer, 10)
+            try:
+                publisher.publish("silent", b"y", {})
+                refused_while_down = False
+            except ConnectionError:
+                refused_while_down = True
+            nats.start()
+            js = nc.jetstream()
+            await eventually(lambda: js.add_stream(api.StreamConfig(name="s", subjects=["s.v"])))
+            stored = await eventually(lambda: publisher.publish("s.v", b"z", {}))
+            return refused_while_down, stored
+
+    refused_while_down, stored = asyncio.run(run())
+    assert refused_while_down, "nothing is buffered while NATS is away"
+    assert stored == Stored(seq=1, duplicate=False), "publishes work again after the restart"

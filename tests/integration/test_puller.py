@@ -13,7 +13,7 @@ from nats.js import JetStreamContext, api
 from privpoll import messaging
 from privpoll.embedded import NatsServer
 from privpoll.puller import Puller, PullError
-from privpoll.wire import PullConnection
+from privpoll.wire import Connection
 
 
 @contextlib.asynccontextmanager
@@ -22,7 +22,7 @@ async def pulling(
 ) -> AsyncIterator[tuple[JetStreamContext, Puller]]:
     """A stream "s" on subject "s", its durable consumer "c", and a puller of ``durable``."""
     nc = await messaging.connect(nats.url, "test")
-    wire = PullConnection(nats.url, "test-pulls")
+    wire = Connection(nats.url, "test-pulls")
     try:
         await wire.open()
         js = nc.jetstream()

@@ -6,8 +6,6 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -17,8 +15,9 @@ from nats.js import api
 from privpoll import messaging
 from privpoll.embedded import NatsServer
 from privpoll.puller import Puller
-from privpoll.wire import Delivery, PullConnection, Refused
+from privpoll.wire import Connection, Delivery, Refused
 from tests.e2e.controlplane import need
+from tests.integration.waiting import eventually
 
 T = TypeVar("T")
 
@@ -26,7 +25,7 @@ T = TypeVar("T")
 async def pull_one(url: str, publish_url: str | None = None) -> list[bytes]:
     """Through a pull connection to ``url``: a message published to a fresh stream, acked."""
     nc = await messaging.connect(publish_url or url, "test")
-    wire = PullConnection(url, "test-pulls")
+    wire = Connection(url, "test-pulls")
     try:
         js = nc.jetstream()
         await js.add_stream(api.StreamConfig(name="s", subjects=["s"]))
@@ -53,7 +52,7 @@ def test_the_urls_user_and_password_are_presented(tmp_path: Path) -> None:
         assert asyncio.run(pull_one(url)) == [b"hello"]
 
         async def wrong() -> None:
-            await PullConnection(f"nats://sink:wrong@127.0.0.1:{server.port}", "t").open()
+            await Connection(f"nats://sink:wrong@127.0.0.1:{server.port}", "t").open()
 
         with pytest.raises(Refused, match="Authorization Violation"):
             asyncio.run(wrong())
@@ -89,7 +88,7 @@ def test_tls_is_used_and_the_certificate_checked(
         url = f"tls://127.0.0.1:{server.port}"
         # Not trusted yet: the connection is refused, not made without checking.
         with pytest.raises(ssl.SSLCertVerificationError):
-            asyncio.run(PullConnection(url, "t").open())
+            asyncio.run(Connection(url, "t").open())
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         assert asyncio.run(pull_one(url)) == [b"hello"]
         # A server that requires TLS gets it from a nats:// URL too.
@@ -98,20 +97,9 @@ def test_tls_is_used_and_the_certificate_checked(
         server.stop()
 
 
-async def eventually(attempt: Callable[[], Awaitable[T]], seconds: float = 20) -> T:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return await attempt()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
 def test_pulls_go_on_after_nats_restarts(nats: NatsServer) -> None:
     async def run() -> tuple[list[bytes], list[bytes], bool]:
-        wire = PullConnection(nats.url, "test-pulls")
+        wire = Connection(nats.url, "test-pulls")
         await wire.open()
         nc = await messaging.connect(nats.url, "test")
         try:

@@ -66,9 +66,11 @@ class Written(asyncio.WriteTransport):
     def __init__(self) -> None:
         super().__init__()
         self.data = b""
+        self.writes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.data += bytes(data)
+        self.writes += 1
 
     def is_closing(self) -> bool:
         return False
@@ -82,6 +84,7 @@ def read(chunks: list[bytes]) -> tuple[list[Frame], bytes, bool]:
         protocol.connection_made(written)
         for chunk in chunks:
             protocol.data_received(chunk)
+        await asyncio.sleep(0)  # what was written goes out at the end of the loop's turn
         return recorder.frames, written.data, protocol.info.done()
 
     return asyncio.run(run())
@@ -120,3 +123,20 @@ def test_a_url_gives_the_server_and_its_credentials(url: str, expected: Server) 
 def test_a_url_of_another_transport_is_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="nats:// or tls://"):
         Server.from_url("ws://nats:8080")
+
+
+def test_frames_written_in_one_turn_of_the_loop_go_out_in_one_write() -> None:
+    async def run() -> tuple[bytes, int]:
+        protocol = _Protocol({})
+        written = Written()
+        protocol.connection_made(written)
+        for i in range(3):
+            protocol.write(b"PUB s %d\r\n" % i)
+        await asyncio.sleep(0)
+        protocol.write(b"PUB s 3\r\n")
+        await asyncio.sleep(0)
+        return written.data, written.writes
+
+    data, writes = asyncio.run(run())
+    assert data == b"PUB s 0\r\nPUB s 1\r\nPUB s 2\r\nPUB s 3\r\n", "in order, none lost"
+    assert writes == 2, "one write for the first turn's three frames, one for the next"
