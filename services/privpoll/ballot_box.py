@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
 
@@ -119,7 +120,7 @@ class BallotBox:
         self._inbox_lock = threading.Lock()
         self._registry: Registry | None = None
         self._refreshing: set[str] = set()
-        self._noise: dict[tuple[str, str], Noise] = {}
+        self._noise: dict[tuple[str, uuid.UUID], Noise] = {}
         self._voters: dict[str, KeyValue] = {}
         self._background_tasks: set[asyncio.Task[None]] = set()
         self._thread.start()
@@ -243,7 +244,7 @@ class BallotBox:
             self._registry.remember(poll)
 
     def _noise_for(self, poll: Poll) -> Noise:
-        key = (poll.name, str(poll.uid))
+        key = (poll.name, poll.uid)
         noise = self._noise.get(key)
         if noise is None:
             noise = self._noise[key] = Noise(poll.rules)
@@ -312,7 +313,7 @@ class BallotBox:
             )
             if reservation is not None:
                 # The vote is in; the voter need not wait for the mark that makes it final.
-                self._background(self._mark_queued(poll, *reservation, revision))
+                self._mark_queued(poll, *reservation, revision)
             if ack.duplicate:
                 raise AlreadyVoted
         except AlreadyVoted:
@@ -388,15 +389,25 @@ class BallotBox:
             raise
         return stored.seq
 
-    async def _mark_queued(self, poll: Poll, bucket: KeyValue, key: str, revision: int) -> None:
-        """The envelope is in: the reservation now holds for good."""
-        try:
-            await self._kv_write(poll, key, QUEUED, last=revision)
-        except KeyWrongLastSequenceError:
-            pass  # taken over as orphaned: that attempt publishes under the same message id
-        except Exception:
+    def _mark_queued(self, poll: Poll, bucket: KeyValue, key: str, revision: int) -> None:
+        """The envelope is in: the reservation now holds for good. Sent without waiting for
+        its ack (and without a task): only a failed mark needs more work."""
+
+        def marked(answer: asyncio.Future[Stored]) -> None:
+            error = None if answer.cancelled() else answer.exception()
+            if error is None:
+                return
+            if isinstance(error, JetStreamAPIError) and error.err_code in WRONG_LAST_SEQUENCE:
+                return  # taken over as orphaned: that attempt publishes under the same id
             # The vote is queued whatever happens here; a pending mark left behind would let
             # a late retry publish again (dropped as a duplicate within the window).
+            self._background(self._settle(bucket, key))
+
+        assert self._publisher is not None
+        subject = messaging.reservation(poll.name, key)
+        try:
+            self._publisher.publish(subject, QUEUED, _expecting(revision)).add_done_callback(marked)
+        except ConnectionError:
             self._background(self._settle(bucket, key))
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
