@@ -34,7 +34,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from privpoll import messaging, provision, tokens, wire
-from privpoll.envelope import seal
+from privpoll.envelope import seal_bytes
 from privpoll.noise import Noise
 from privpoll.poll import Phase, Poll
 from privpoll.publisher import Publisher, Stored
@@ -300,8 +300,7 @@ class BallotBox:
         assert publisher is not None
         reservation: tuple[KeyValue, str] | None = None
         try:
-            envelope = seal(self._noise_for(poll), voter, choice)
-            message_id = str(envelope.id)
+            message_id, envelope = seal_bytes(self._noise_for(poll), voter, choice)
             revision = 0
             if poll.rules.duplicates == "prevent":
                 bucket = await self._voters_bucket(poll)
@@ -309,7 +308,7 @@ class BallotBox:
                 revision = await self._reserve(poll, bucket, message_id)
                 reservation = (bucket, message_id)
             ack = await publisher.publish(
-                messaging.subject(poll.name), envelope.encode(), _message_id(message_id)
+                messaging.subject(poll.name), envelope, _message_id(message_id)
             )
             if reservation is not None:
                 # The vote is in; the voter need not wait for the mark that makes it final.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import uuid
 from typing import Annotated
@@ -90,3 +92,52 @@ def _id(rng: random.Random | None) -> uuid.UUID:
     if rng is None:
         return randomness.new_id()
     return uuid.UUID(int=rng.getrandbits(128), version=4)
+
+
+# How ``seal_bytes`` lays out its one read of the CSPRNG, for K fake ballots: three words (K,
+# the randomized-response coin and its pick), K words for the fakes, K for the shuffle of the
+# 1 + K ballots, then 16 bytes for each of the K + 3 ids (envelope, actor entry, ballots).
+def _read_size(fakes: int) -> int:
+    return 8 * (3 + 2 * fakes) + 16 * (fakes + 3)
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)
+
+
+def seal_bytes(noise: Noise, voter: str, choice: str) -> tuple[str, bytes]:
+    """What ``seal(noise, voter, choice)`` means, as its id (``str(envelope.id)``) and its
+    ``encode()``: the bytes ``Envelope.model_dump_json`` writes for such an envelope.
+
+    Every draw has the distribution ``seal`` gives it (``Noise.*_from`` mirror ``Noise``'s
+    draws, ``randomness.shuffle_from`` ``random.Random.shuffle``), all taken from ONE read of
+    the OS CSPRNG (a second only when K is above ``noise.likely_count``): no pydantic model,
+    no ``uuid.UUID``, no system call per draw. Nothing is shared between calls: thread-safe.
+    A voter that is no valid text (a lone surrogate) raises ``UnicodeEncodeError``, a
+    ``ValueError`` as ``encode`` raises one.
+    """
+    size = _read_size(noise.likely_count)
+    data = os.urandom(size)
+    words = memoryview(data).cast("Q")
+    fakes = noise.count_from(words[0])
+    need = _read_size(fakes)
+    if need > size:
+        data += os.urandom(need - size)
+        words = memoryview(data).cast("Q")
+    choices = [
+        noise.reported_from(choice, words[1], words[2]),
+        *noise.fakes_from(words[3 : 3 + fakes]),
+    ]
+    randomness.shuffle_from(choices, words[3 + fakes : 3 + 2 * fakes])
+    ids = randomness.id_texts(data[8 * (3 + 2 * fakes) : need])
+    known = noise.json_choices
+    ballots = ",".join(
+        [
+            f'{{"id":"{ballot}","choice":{known.get(c) or _JSON.encode(c)}}}'
+            for ballot, c in zip(ids[2:], choices, strict=True)
+        ]
+    )
+    text = (
+        f'{{"id":"{ids[0]}","actor":{{"entry":"{ids[1]}","voter":{_JSON.encode(voter)}}},'
+        f'"ballots":[{ballots}]}}'
+    )
+    return ids[0], text.encode()
