@@ -208,6 +208,12 @@ def main() -> None:
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
     )
     parser.add_argument(
+        "--workers", type=int, default=servers.WORKERS, help="gunicorn workers of every server"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=servers.THREADS, help="gunicorn threads per worker"
+    )
+    parser.add_argument(
         "--report-only", type=Path, metavar="JSON", help="rewrite the docs from a results file"
     )
     args = parser.parse_args()
@@ -219,6 +225,7 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
+    servers.use_mix(args.workers, args.threads)
     seconds = 3 if args.quick else args.seconds
     sink_votes = 5_000 if args.quick else args.sink_votes
     sections = set(args.only or SECTIONS)

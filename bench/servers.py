@@ -30,11 +30,20 @@ from privpoll.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "bench-admin"
-WORKERS, THREADS = 2, 16
+# The gunicorn mix of every server; privpoll's own default (privpoll.settings) unless
+# `python -m bench.run --workers N --threads N` asks for another.
+WORKERS: int = Settings.model_fields["ingest_workers"].default
+THREADS: int = Settings.model_fields["ingest_threads"].default
 # The mixing of every privpoll poll of the bench: batches of at least 10 envelopes, written
 # at most 1 s after they could be (the default maxWait of 30 s would hold the last votes of
 # a run back for long after it).
 MIXING = {"minBatch": 10, "maxWait": "1s"}
+
+
+def use_mix(workers: int, threads: int) -> None:
+    """Run every server of this benchmark with ``workers`` x ``threads``."""
+    global WORKERS, THREADS
+    WORKERS, THREADS = workers, threads
 
 
 def web_settings(port: int) -> Settings:
