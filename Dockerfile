@@ -37,4 +37,5 @@ USER 10001:10001
 WORKDIR /opt/privpoll
 EXPOSE 8000
 CMD ["gunicorn", "--worker-class", "gthread", "--bind", "0.0.0.0:8000", \
-     "--access-logfile", "-", "privpoll.ingest:create_app()"]
+     "--access-logfile", "-", "--logger-class", "privpoll.access_log.AccessLog", \
+     "privpoll.ingest:create_app()"]

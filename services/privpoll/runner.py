@@ -86,9 +86,6 @@ class Child:
         self.pid_path.unlink(missing_ok=True)
 
 
-ACCESS_LOG_FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
-
-
 def gunicorn_argv(settings: Settings, app: str) -> list[str]:
     """The ingest's gunicorn command line serving ``app``; the benchmark serves its comparison
     apps with exactly this, so that only the app differs."""
@@ -108,8 +105,10 @@ def gunicorn_argv(settings: Settings, app: str) -> list[str]:
         "5",
         "--access-logfile",
         "-",
-        "--access-logformat",
-        ACCESS_LOG_FORMAT,
+        # The path only (invitation links carry their token in the query string), written
+        # without gunicorn's per-request table of every field (privpoll.access_log).
+        "--logger-class",
+        "privpoll.access_log.AccessLog",
         app,
     ]
 
