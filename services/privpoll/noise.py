@@ -57,8 +57,6 @@ def _poisson_table(mean: float) -> list[float]:
 
 # Poisson counts above this quantile are rare enough to pay a second read of the CSPRNG.
 _LIKELY = 0.999
-_JSON = json.JSONEncoder(ensure_ascii=False)
-_UNIT = 2.0**-53  # (word >> 11) * _UNIT is ``randomness.unit(word)``, inlined
 
 
 def epsilon(p: float, choices: int) -> float | None:
@@ -94,7 +92,7 @@ class Noise:
             table = self._poisson = _poisson_table(spec_k.mean - spec_k.min)
             self.likely_count += bisect_left(table, _LIKELY, 0, len(table) - 1)
         # Each choice as a JSON string (``json.dumps(choice, ensure_ascii=False)``).
-        self.json_choices = {c: _JSON.encode(c) for c in self.choices}
+        self.json_choices = {c: json.dumps(c, ensure_ascii=False) for c in self.choices}
 
     def reported(self, choice: str, rng: random.Random | None = None) -> str:
         """The choice that goes into the real ballot, after randomized response."""
@@ -115,14 +113,14 @@ class Noise:
         """``fake_count(self.fake_votes)``: K from one word."""
         table = self._poisson
         if table is not None:
-            return self._min + bisect_left(table, (word >> 11) * _UNIT, 0, len(table) - 1)
+            return self._min + bisect_left(table, randomness.unit(word), 0, len(table) - 1)
         if self._span:
             return self._min + randomness.below(word, self._span)
         return self._min  # fixed, or a Poisson mean of nothing above min
 
     def reported_from(self, choice: str, coin: int, pick: int) -> str:
         """``reported(choice)``: randomized response from two words."""
-        if self.p > 0 and (coin >> 11) * _UNIT < self.p:
+        if self.p > 0 and randomness.unit(coin) < self.p:
             return self.choices[randomness.below(pick, len(self.choices))]
         return choice
 
@@ -130,4 +128,5 @@ class Noise:
         """``fakes()`` given K = ``len(words)``: one fake choice from each word."""
         choices, cum_weights, total = self.choices, self._cum_weights, self._total
         hi = len(choices) - 1
-        return [choices[bisect(cum_weights, (w >> 11) * _UNIT * total, 0, hi)] for w in words]
+        unit = randomness.unit
+        return [choices[bisect(cum_weights, unit(w) * total, 0, hi)] for w in words]

@@ -101,8 +101,7 @@ def shuffle_from(items: MutableSequence[T], words: Sequence[int]) -> None:
     if len(words) < last:
         raise ValueError(f"{len(items)} items need {last} words, not {len(words)}")
     for step, i in enumerate(range(last, 0, -1)):
-        word, n = words[step], i + 1
-        j = word % n if word < WORD - WORD % n else below(word, n)
+        j = below(words[step], i + 1)
         items[i], items[j] = items[j], items[i]
 
 
