@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
@@ -37,6 +38,17 @@ async def publishing(
     finally:
         await connection.close()
         await nc.close()
+
+
+async def subscribed(nc: Client, subject: str) -> Subscription:
+    """A subscription the server has: nats-py's flush() writes its PING straight to the
+    socket, ahead of a SUB still waiting for the client's flusher task, so one flush can
+    return before the server knows the subscription (a publish then meets "no
+    responders", about 1 run in 50 here). The second PING goes after the SUB."""
+    subscription = await nc.subscribe(subject)
+    await nc.flush()
+    await nc.flush()
+    return subscription
 
 
 def test_publishes_in_flight_together_are_each_answered(nats: NatsServer) -> None:
@@ -79,8 +91,7 @@ def test_an_unanswered_publish_times_out(nats: NatsServer) -> None:
     async def run() -> None:
         async with publishing(nats, [], timeout=0.3) as (nc, publisher):
             # A plain subscriber takes the message and never answers.
-            await nc.subscribe("silent")
-            await nc.flush()
+            await subscribed(nc, "silent")
             answer = publisher.publish("silent", b"x", {})
             with pytest.raises(NatsTimeout):
                 await asyncio.wait_for(answer, 5)
@@ -93,10 +104,12 @@ def test_a_lost_connection_fails_its_publishes_at_once_and_the_next_ones_work(
 ) -> None:
     async def run() -> tuple[bool, Stored]:
         async with publishing(nats, [], timeout=30) as (nc, publisher):
-            await nc.subscribe("silent")
-            await nc.flush()
+            silent = await subscribed(nc, "silent")
             answer = publisher.publish("silent", b"x", {})
-            await asyncio.sleep(0.2)
+            # Stop only once the subscriber has the message: a publish still in the
+            # server's buffer when the subscriber's connection closes is answered "no
+            # responders" instead, which is not what this test is about.
+            await silent.next_msg(timeout=10)
             nats.stop()
             # Its timeout is 30 s: only the lost connection can fail it within 10.
             with pytest.raises(ConnectionError):
