@@ -14,6 +14,7 @@ from privpoll import messaging
 from privpoll.embedded import NatsServer
 from privpoll.puller import Puller, PullError
 from privpoll.wire import Connection
+from tests.integration.waiting import acks_reached
 
 
 @contextlib.asynccontextmanager
@@ -39,7 +40,7 @@ async def pulling(
 
 
 def test_a_backlog_comes_at_once_in_order_up_to_the_batch(nats: NatsServer) -> None:
-    async def run() -> tuple[list[bytes], list[bytes], float, int]:
+    async def run() -> tuple[list[bytes], list[bytes], float, bool]:
         async with pulling(nats) as (js, puller):
             for i in range(10):
                 await js.publish("s", b"%d" % i)
@@ -48,15 +49,14 @@ def test_a_backlog_comes_at_once_in_order_up_to_the_batch(nats: NatsServer) -> N
             rest = await puller.fetch(100, timeout=5)
             took = time.monotonic() - started
             puller.connection.acknowledge(first + rest)
-            await asyncio.sleep(0.2)
-            pending = (await js.consumer_info("s", "c")).num_ack_pending
-            return [m.data for m in first], [m.data for m in rest], took, pending
+            acked = await acks_reached(js, "s", "c")
+            return [m.data for m in first], [m.data for m in rest], took, acked
 
-    first, rest, took, pending = asyncio.run(run())
+    first, rest, took, acked = asyncio.run(run())
     assert first == [b"0", b"1", b"2", b"3"]
     assert rest == [b"%d" % i for i in range(4, 10)]
     assert took < 2, "a pull that got what there was does not wait out its expiry"
-    assert pending == 0, "the messages' own acks reach the consumer"
+    assert acked, "the messages' own acks reach the consumer"
 
 
 def test_an_empty_consumer_gives_nothing_then_the_first_message_to_come(

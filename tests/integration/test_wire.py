@@ -17,7 +17,7 @@ from privpoll.embedded import NatsServer
 from privpoll.puller import Puller
 from privpoll.wire import Connection, Delivery, Refused
 from tests.e2e.controlplane import need
-from tests.integration.waiting import eventually
+from tests.integration.waiting import acks_reached, eventually
 
 T = TypeVar("T")
 
@@ -36,8 +36,7 @@ async def pull_one(url: str, publish_url: str | None = None) -> list[bytes]:
         await puller.start()
         got = await puller.fetch(10, timeout=5)
         assert wire.acknowledge(got)
-        await asyncio.sleep(0.2)
-        assert (await js.consumer_info("s", "c")).num_ack_pending == 0
+        assert await acks_reached(js, "s", "c")
         return [d.data for d in got]
     finally:
         await wire.close()
@@ -111,7 +110,7 @@ def test_pulls_go_on_after_nats_restarts(nats: NatsServer) -> None:
             await puller.start()
             before = await puller.fetch(10, timeout=5)
             wire.acknowledge(before)
-            await asyncio.sleep(0.2)
+            assert await acks_reached(js, "s", "c")
             nats.stop()
             await asyncio.sleep(0.5)
             connected_while_down = wire.connected
