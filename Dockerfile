@@ -38,4 +38,5 @@ WORKDIR /opt/privpoll
 EXPOSE 8000
 CMD ["gunicorn", "--worker-class", "gthread", "--bind", "0.0.0.0:8000", \
      "--access-logfile", "-", "--logger-class", "privpoll.access_log.AccessLog", \
+     "--no-control-socket", \
      "privpoll.ingest:create_app()"]

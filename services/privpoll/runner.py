@@ -109,6 +109,10 @@ def gunicorn_argv(settings: Settings, app: str) -> list[str]:
         # without gunicorn's per-request table of every field (privpoll.access_log).
         "--logger-class",
         "privpoll.access_log.AccessLog",
+        # gunicorn 25.1+ opens a control socket at one path in the home folder by default,
+        # which each new server takes from the one before (privpoll up twice, the
+        # benchmark's servers, the tests'); nothing of privpoll uses it.
+        "--no-control-socket",
         app,
     ]
 
