@@ -138,18 +138,37 @@ def run(api: Api, namespace: str, name: str, timeout: float = 180) -> dict[str, 
     if status != 200:
         raise SmokeFailure(f"closing: {status} {answer}")
 
+    # The two sinks store at their own pace: wait for both. Each vote hides among exactly one
+    # fake ballot (the manifest's noise), so the ballot sink is done at two ballots a vote.
+    ballots = 2 * len(VOTES)
+    seen: dict[str, Any] = {}
+
     def stored() -> dict[str, Any] | None:
         status, results = api.call("GET", f"/api/v1/polls/{name}/results", admin=True)
         if status != 200:
             raise SmokeFailure(f"results: {status} {results}")
         found: dict[str, Any] = results
-        return found if found["votes"]["total"] == len(VOTES) else None
+        seen.update(found["votes"])
+        done = found["votes"]["total"] >= len(VOTES) and found["votes"]["storedBallots"] >= ballots
+        return found if done else None
 
-    results = wait_for(stored, "the sinks to store the votes (are the sink pods running?)", timeout)
+    try:
+        results = wait_for(stored, "the sinks to store the votes", timeout)
+    except SmokeFailure as error:
+        raise SmokeFailure(
+            f"{error}: the voter sink stored {seen.get('total')} of {len(VOTES)} votes, the "
+            f"ballot sink {seen.get('storedBallots')} of {ballots} ballots (are both sink pods "
+            "running?)"
+        ) from error
     if results["phase"] != "Closed":
         raise SmokeFailure(f"the poll is {results['phase']}, not Closed")
-    if results["votes"]["storedBallots"] < 2 * len(VOTES):
-        raise SmokeFailure(f"expected at least one fake ballot per vote: {results['votes']}")
+    if results["votes"] != {
+        "total": len(VOTES),
+        "uniqueVoters": len(VOTES),
+        "storedBallots": ballots,
+        "duplicates": 0,
+    }:
+        raise SmokeFailure(f"expected {len(VOTES)} votes in {ballots} ballots: {results['votes']}")
     print(f"results: {json.dumps(results['votes'])}", flush=True)
     return results
 

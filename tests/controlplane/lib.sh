@@ -178,7 +178,7 @@ clusters:
 - name: controlplane
   cluster:
     server: $CP_SERVER
-    insecure-skip-tls-verify: true
+    certificate-authority: $CP_DIR/certs/apiserver.crt
 users:
 - name: admin
   user:

@@ -111,7 +111,7 @@ def service_account_kubeconfig(
                 "clusters": [
                     {
                         "name": "test",
-                        "cluster": {"server": plane.server, "insecure-skip-tls-verify": True},
+                        "cluster": {"server": plane.server, "certificate-authority": plane.ca},
                     }
                 ],
                 "users": [{"name": account, "user": {"token": token.strip()}}],
