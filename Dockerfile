@@ -36,7 +36,7 @@ USER 10001:10001
 # A root-owned, read-only working directory: `python -m` puts it on sys.path.
 WORKDIR /opt/privpoll
 EXPOSE 8000
-CMD ["gunicorn", "--worker-class", "gthread", "--bind", "0.0.0.0:8000", \
+CMD ["gunicorn", "--worker-class", "gevent", "--bind", "0.0.0.0:8000", \
      "--access-logfile", "-", "--logger-class", "privpoll.access_log.AccessLog", \
      "--no-control-socket", \
      "privpoll.ingest:create_app()"]

@@ -173,6 +173,7 @@ def describe_versions(servers_seen: dict[str, str]) -> dict[str, str]:
         "privpoll": __version__,
         "Python": platform.python_version(),
         "gunicorn": _version("gunicorn"),
+        "gevent": _version("gevent"),
         "Flask": _version("flask"),
         "nats-py": _version("nats-py"),
         "psycopg": _version("psycopg"),
@@ -208,10 +209,16 @@ def main() -> None:
         "--only", action="append", choices=SECTIONS, help="run only these sections (repeatable)"
     )
     parser.add_argument(
+        "--worker-class",
+        choices=["gevent", "gthread"],
+        default=servers.WORKER_CLASS,
+        help="gunicorn worker class of every server",
+    )
+    parser.add_argument(
         "--workers", type=int, default=servers.WORKERS, help="gunicorn workers of every server"
     )
     parser.add_argument(
-        "--threads", type=int, default=servers.THREADS, help="gunicorn threads per worker"
+        "--threads", type=int, default=servers.THREADS, help="gunicorn threads per gthread worker"
     )
     parser.add_argument(
         "--report-only", type=Path, metavar="JSON", help="rewrite the docs from a results file"
@@ -225,7 +232,7 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: `make bench` installs it (apt-get install wrk)")
-    servers.use_mix(args.workers, args.threads)
+    servers.use_mix(args.worker_class, args.workers, args.threads)
     seconds = 3 if args.quick else args.seconds
     sink_votes = 5_000 if args.quick else args.sink_votes
     sections = set(args.only or SECTIONS)

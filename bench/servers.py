@@ -31,7 +31,8 @@ from privpoll.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = "bench-admin"
 # The gunicorn mix of every server; privpoll's own default (privpoll.settings) unless
-# `python -m bench.run --workers N --threads N` asks for another.
+# `python -m bench.run --worker-class C --workers N --threads N` asks for another.
+WORKER_CLASS: str = Settings.model_fields["ingest_worker_class"].default
 WORKERS: int = Settings.model_fields["ingest_workers"].default
 THREADS: int = Settings.model_fields["ingest_threads"].default
 # The mixing of every privpoll poll of the bench: batches of at least 10 envelopes, written
@@ -40,15 +41,23 @@ THREADS: int = Settings.model_fields["ingest_threads"].default
 MIXING = {"minBatch": 10, "maxWait": "1s"}
 
 
-def use_mix(workers: int, threads: int) -> None:
-    """Run every server of this benchmark with ``workers`` x ``threads``."""
-    global WORKERS, THREADS
-    WORKERS, THREADS = workers, threads
+def use_mix(worker_class: str, workers: int, threads: int) -> None:
+    """Run every server of this benchmark with ``workers`` of ``worker_class`` (and
+    ``threads`` each, for gthread)."""
+    global WORKER_CLASS, WORKERS, THREADS
+    WORKER_CLASS, WORKERS, THREADS = worker_class, workers, threads
 
 
 def web_settings(port: int) -> Settings:
     """The gunicorn part of the settings, the same for every server of the benchmark."""
-    return Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=WORKERS, ingest_threads=THREADS)
+    return Settings.model_validate(
+        {
+            "http_addr": f"127.0.0.1:{port}",
+            "ingest_worker_class": WORKER_CLASS,
+            "ingest_workers": WORKERS,
+            "ingest_threads": THREADS,
+        }
+    )
 
 
 def shown_argv(app: str) -> list[str]:

@@ -4,6 +4,10 @@ Flask request threads hand coroutines to this loop and wait for their result, so
 connection serves every thread of a worker and many publishes are in flight at once. Work
 handed over while the loop is busy waits in one inbox, and the loop takes it all in one
 wake-up: under load, one wake-up (and one socket write) serves many votes.
+
+In gunicorn's gevent worker (the default) the threads are greenlets, the loop's among them:
+the loop waits for its sockets through gevent's patched selectors, and a request waiting for
+its answer lets the others run, with no thread switch between them.
 """
 
 from __future__ import annotations

@@ -89,16 +89,16 @@ class Child:
 def gunicorn_argv(settings: Settings, app: str) -> list[str]:
     """The ingest's gunicorn command line serving ``app``; the benchmark serves its comparison
     apps with exactly this, so that only the app differs."""
+    threads = ["--threads", str(settings.ingest_threads)]
     return [
         sys.executable,
         "-m",
         "gunicorn",
         "--worker-class",
-        "gthread",
+        settings.ingest_worker_class,
         "--workers",
         str(settings.ingest_workers),
-        "--threads",
-        str(settings.ingest_threads),
+        *(threads if settings.ingest_worker_class == "gthread" else []),
         "--bind",
         settings.http_addr,
         "--graceful-timeout",

@@ -22,6 +22,11 @@ class Settings(BaseModel):
     database_url: str = ""
     log_level: str = "INFO"
     ingest_workers: int = 2
+    # gevent: each worker serves its requests in greenlets on one thread, with its NATS loop
+    # among them (no handover of the GIL between request threads: more votes/s and a lower
+    # latency at the same load, measured in bench/analysis.md). gthread: request threads,
+    # ``ingest_threads`` of them per worker.
+    ingest_worker_class: Literal["gevent", "gthread"] = "gevent"
     ingest_threads: int = 16
     publish_timeout: float = 5.0
     stream_replicas: int = 1

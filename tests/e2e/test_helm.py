@@ -123,6 +123,20 @@ def test_default_install_is_one_node_of_each_and_insecure_only_inside(helm: Helm
     assert policies == {"pp-privpoll-nats", "pp-privpoll-cockroachdb"}
 
 
+def test_the_ingest_runs_gevent_workers_unless_told_gthread(helm: Helm) -> None:
+    def args(*values: str) -> list[str]:
+        ingest = pod_spec(named(helm.template(*values), "Deployment", "-ingest"))
+        found: list[str] = ingest["containers"][0]["args"]
+        return found
+
+    default = args()
+    assert "--worker-class=gevent" in default
+    assert not [a for a in default if a.startswith("--threads")], "threads mean nothing to gevent"
+    threaded = args("--set", "ingest.workerClass=gthread", "--set", "ingest.threads=8")
+    assert "--worker-class=gthread" in threaded
+    assert "--threads=8" in threaded
+
+
 def test_production_values_give_a_tls_cockroachdb_and_a_nats_cluster(helm: Helm) -> None:
     docs = helm.template(*MODES["production"])
     cockroach = named(docs, "StatefulSet", "-cockroachdb")
@@ -160,6 +174,7 @@ BROKEN: list[tuple[dict[str, Any], list[str]]] = [
     ({"cockroachdb": {"nodes": 5}}, ["at '/cockroachdb/nodes': value must be one of 1, 3"]),
     ({"ingest": {"replica": 3}}, ["at '/ingest'", "additional properties 'replica' not allowed"]),
     ({"ingest": {"workers": "four"}}, ["at '/ingest/workers'", "got string, want integer"]),
+    ({"ingest": {"workerClass": "sync"}}, ["at '/ingest/workerClass'", "'gevent', 'gthread'"]),
     ({"publicUrl": "poll.example.org"}, ["at '/publicUrl'"]),
     ({"nats": {"storage": {"size": "5GB"}}}, ["at '/nats/storage/size'", "'5GB' does not match"]),
 ]

@@ -37,6 +37,8 @@ from psycopg.conninfo import make_conninfo
 
 from privpoll import messaging, storage
 from privpoll.embedded import NatsServer, PostgresServer, free_port
+from privpoll.runner import gunicorn_argv
+from privpoll.settings import Settings
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 from tests.e2e.helm import CHART, Helm, helm, secret_data, service_account_kubeconfig
 from tests.integration.conftest import nats, postgres
@@ -130,6 +132,13 @@ def start_operator_as(procs: Processes, command: Command) -> int:
     procs.start("operator", argv, env)
     wait_for(lambda: _ok(f"http://127.0.0.1:{port}/healthz"), "the operator's liveness")
     return port
+
+
+def ingest_argv(port: int) -> list[str]:
+    """The ingest as `privpoll up` starts it, one worker on ``port``."""
+    return gunicorn_argv(
+        Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1), "privpoll.ingest:create_app()"
+    )
 
 
 def _ok(url: str) -> bool:
@@ -238,11 +247,7 @@ def admin_setup(plane: ControlPlane, nats: NatsServer, postgres: PostgresServer)
             "PRIVPOLL_ADMIN_TOKEN": ADMIN,
             "PRIVPOLL_SECRET": "operator-test-secret",
         }
-        argv = [
-            sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
-            "-b", f"127.0.0.1:{port}", "privpoll.ingest:create_app()",
-        ]  # fmt: skip
-        return argv, env
+        return ingest_argv(port), env
 
     operator = admin_operator(operator_env(plane, nats, postgres))
     return Setup("default", IMAGE, operator, ingest, ADMIN)
@@ -500,10 +505,9 @@ def test_the_api_creates_poll_resources_on_kubernetes(
     )
     procs.start(
         "ingest",
-        [sys.executable, "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
-         "-b", f"127.0.0.1:{port}", "privpoll.ingest:create_app()"],
+        ingest_argv(port),
         env,
-    )  # fmt: skip
+    )
     wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     body = {
