@@ -23,8 +23,8 @@ The figures go to bench/results/soak-<time>.json. Exit status 1 when a goal is m
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import queue
 import shutil
 import sys
 import tempfile
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
 import psutil
 
 from bench.run import HERE
@@ -62,63 +62,117 @@ def benchmarked_rate() -> tuple[float, str]:
 
 @dataclass
 class Load:
-    """Votes at a fixed rate from a pool of threads; each answer recorded per voter."""
+    """Votes at a fixed rate over keep-alive connections; each answer recorded per voter.
+
+    The client is asyncio writing HTTP/1.1 by hand (every request is a vote, every answer
+    a status line, a few headers and a short body with its Content-Length): it runs on the
+    same two cores as the system it loads, and httpx in 16 threads took most of one core at
+    800 votes/s, more than the ingest's workers, so that the load, not privpoll, set the
+    rate. A vote whose connection broke is recorded with the error's name, never retried.
+    """
 
     url: str
     rate: float
-    threads: int = 16
+    connections: int = 48
+    timeout: float = 30.0
     answers: dict[tuple[str, str], list[int | str]] = field(default_factory=dict)
-    _work: queue.Queue[tuple[str, str, str] | None] = field(default_factory=queue.Queue)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _pool: list[threading.Thread] = field(default_factory=list)
-
-    def _worker(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=30) as http:
-            while (item := self._work.get()) is not None:
-                self._answer(http, *item)
-                self._work.task_done()
-            self._work.task_done()
-
-    def _answer(self, http: httpx.Client, poll: str, voter: str, token: str) -> None:
-        choice = CHOICES[hash(voter) % len(CHOICES)]
-        try:
-            status: int | str = http.post(
-                f"/api/v1/polls/{poll}/votes",
-                json={"voter": voter, "token": token, "choice": choice},
-            ).status_code
-        except httpx.HTTPError as error:
-            status = type(error).__name__
-        with self._lock:
-            self.answers.setdefault((poll, voter), []).append(status)
-
-    def run(self, poll: str, tokens: dict[str, str], seconds: float) -> None:
-        """Vote in ``poll`` for ``seconds`` at the rate, one voter after another."""
-        voters = iter(sorted(tokens))
-        start = time.monotonic()
-        sent = 0
-        while (now := time.monotonic()) - start < seconds:
-            due = int((now - start) * self.rate)
-            while sent < due:
-                voter = next(voters)
-                self._work.put((poll, voter, tokens[voter]))
-                sent += 1
-            time.sleep(0.005)
-        self._work.join()  # every vote of the round answered before the poll closes
 
     def __enter__(self) -> Load:
-        self._pool = [threading.Thread(target=self._worker) for _ in range(self.threads)]
-        for thread in self._pool:
-            thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        for _thread in self._pool:
-            self._work.put(None)
-        for thread in self._pool:
-            thread.join()
+        pass
+
+    def run(self, poll: str, tokens: dict[str, str], seconds: float) -> None:
+        """Vote in ``poll`` for ``seconds`` at the rate, one voter after another; returns
+        once every vote of the round is answered (before the poll closes)."""
+        asyncio.run(self._run(poll, tokens, seconds))
+
+    async def _run(self, poll: str, tokens: dict[str, str], seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        work: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        clients = [asyncio.create_task(self._client(poll, work)) for _ in range(self.connections)]
+        voters = iter(sorted(tokens))
+        start = loop.time()
+        sent = 0
+        while (now := loop.time()) - start < seconds:
+            due = int((now - start) * self.rate)
+            while sent < due:
+                voter = next(voters)
+                work.put_nowait((voter, tokens[voter]))
+                sent += 1
+            await asyncio.sleep(0.005)
+        for _ in clients:
+            work.put_nowait(None)
+        await asyncio.gather(*clients)
+
+    async def _client(self, poll: str, work: asyncio.Queue[tuple[str, str] | None]) -> None:
+        address = urlsplit(self.url)
+        host, port = address.hostname or "127.0.0.1", address.port or 80
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while (item := await work.get()) is not None:
+                voter, token = item
+                status: int | str
+                try:
+                    if streams is None:
+                        streams = await asyncio.wait_for(
+                            asyncio.open_connection(host, port), self.timeout
+                        )
+                    status, keep = await asyncio.wait_for(
+                        self._vote(*streams, host, poll, voter, token), self.timeout
+                    )
+                except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as error:
+                    status, keep = type(error).__name__, False
+                if not keep and streams is not None:
+                    streams[1].close()
+                    streams = None
+                self.answers.setdefault((poll, voter), []).append(status)
+        finally:
+            if streams is not None:
+                streams[1].close()
+
+    @staticmethod
+    async def _vote(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        poll: str,
+        voter: str,
+        token: str,
+    ) -> tuple[int, bool]:
+        """POST one vote; its status, and whether the connection stays open."""
+        choice = CHOICES[hash(voter) % len(CHOICES)]
+        body = json.dumps({"voter": voter, "token": token, "choice": choice}).encode()
+        writer.write(
+            b"POST /api/v1/polls/%s/votes HTTP/1.1\r\nHost: %s\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (poll.encode(), host.encode(), len(body), body)
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = head[:-4].split(b"\r\n")
+        status = int(status_line.split()[1])
+        length, keep = 0, True
+        for line in lines:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                keep = False
+        await reader.readexactly(length)
+        return status, keep
 
     def acknowledged(self, poll: str) -> set[str]:
         return {v for (p, v), seen in self.answers.items() if p == poll and 202 in seen}
+
+
+def program(argv: list[str]) -> str:
+    """A process's first words, its program by name only: no path of the machine it ran on."""
+    words = argv[:4]
+    if words and "/" in words[0]:
+        words[0] = Path(words[0]).name
+    return " ".join(words)
 
 
 class Memory:
@@ -141,7 +195,7 @@ class Memory:
                 continue
             for process in family:
                 try:
-                    name = label if process.pid == pid else " ".join(process.cmdline()[:4])
+                    name = label if process.pid == pid else program(process.cmdline())
                     found[(process.pid, process.create_time())] = (name, process)
                 except psutil.Error:
                     continue
