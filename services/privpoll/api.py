@@ -8,71 +8,24 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from privpoll import polls, provision, remix, storage, tokens
+from privpoll import polls, provision, ratelimit, remix, storage, tokens, vote_route
 from privpoll.ballot_box import QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import client_address, services
 from privpoll.openapi import document
 from privpoll.poll import Phase
-from privpoll.ratelimit import retry_after
-from privpoll.spec import describe, problems
+from privpoll.request_body import read_json
 
 api = Blueprint("api", __name__)
 
-VOTE_BODY_LIMIT = 4096
-QUEUED = b'{"status":"queued"}\n'
+# Served by privpoll.vote_route in front of Flask; the rule here gives the path its 405s,
+# OPTIONS and url_for.
+api.add_url_rule(vote_route.RULE, "vote", methods=["POST"])
 
 
-class VoteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    voter: str = Field(min_length=1, max_length=200)
-    token: str = Field(min_length=1, max_length=200)
-    choice: str = Field(min_length=1, max_length=100)
-
-
-def _json_body(limit: int | None = None, what: str = "the body") -> Any:
-    limit = limit or current_app.config["MAX_CONTENT_LENGTH"]
-    too_large = ApiError(413, "too_large", f"{what} is at most {limit:,} bytes")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    # A streamed (chunked) body has no Content-Length, and werkzeug cuts it at the limit
-    # without a word: read one byte more to know.
-    request.max_content_length = limit + 1
-    data = request.get_data(cache=False)
-    if len(data) > limit:
-        raise too_large
-    try:
-        body = json.loads(data, parse_constant=_not_json)
-    except (ValueError, RecursionError) as error:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from error
-    try:
-        # JSON may escape a lone UTF-16 surrogate (\ud800), which no UTF-8 text can hold;
-        # only an escape can bring one in (raw bytes must be valid UTF-8 to parse).
-        if b"\\u" in data:
-            json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError as error:
-        raise ApiError(
-            400, "invalid_json", "the body holds a lone surrogate (\\udXXX), not text"
-        ) from error
-    return body
-
-
-def _not_json(constant: str) -> Any:
-    """Python's json reads NaN and Infinity; JSON has no such numbers."""
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _rate_limited(wait: float, what: str) -> ApiError:
-    return ApiError(
-        429,
-        "rate_limited",
-        f"too many {what} from your address; try again in {retry_after(wait)} s",
-        headers={"Retry-After": retry_after(wait)},
-    )
+def _json_body() -> Any:
+    return read_json(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
 
 
 def _require_admin() -> None:
@@ -89,7 +42,7 @@ def _require_admin() -> None:
     svc = services()
     wait = svc.signins.wait(client_address())
     if wait:
-        raise _rate_limited(wait, "wrong admin tokens")
+        raise ratelimit.refused(wait, "wrong admin tokens")
     if not tokens.same_secret(svc.settings.admin_token, given.strip()):
         svc.signins.spend(client_address())
         raise ApiError(403, "forbidden", "the admin token is not valid")
@@ -183,24 +136,6 @@ def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
             time.sleep(0)  # gevent.sleep(0) in a gevent worker, a GIL release in gthread
     chunk.append(b"]")
     yield b"".join(chunk)
-
-
-@api.post("/api/v1/polls/<name>/votes")
-def vote(name: str) -> Response:
-    wait = services().votes.spend(client_address())
-    if wait:
-        raise _rate_limited(wait, "votes")
-    body = _json_body(VOTE_BODY_LIMIT, "a vote")
-    try:
-        ballot = VoteRequest.model_validate(body, strict=True)
-    except ValidationError as error:
-        found = problems(error)
-        raise ApiError(
-            400, "invalid_vote", describe(found), fields=[p.model_dump() for p in found]
-        ) from error
-    poll = polls.open_ballot(name, ballot.voter, ballot.token)
-    polls.cast(poll, ballot.voter, ballot.choice)
-    return Response(QUEUED, 202, mimetype="application/json")
 
 
 @api.get("/api/v1/polls/<name>/results")

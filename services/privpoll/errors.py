@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# The body of a 500: what went wrong is in the log, never in the answer.
+INTERNAL: dict[str, Any] = {
+    "error": {"code": "internal", "message": "internal error; the server log has more"}
+}
+
 
 class ApiError(Exception):
     def __init__(

@@ -7,7 +7,6 @@ import os
 import threading
 import weakref
 from datetime import timedelta
-from typing import Any
 
 import psycopg
 from flask import Flask, Request, Response, current_app, jsonify, render_template, request
@@ -17,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from privpoll.ballot_box import BallotBox
-from privpoll.errors import ApiError
+from privpoll.errors import INTERNAL, ApiError
 from privpoll.metrics import Metrics
 from privpoll.ratelimit import Limiter, Rate
 from privpoll.settings import Settings
@@ -131,11 +130,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.admin_token or not settings.secret:
         raise RuntimeError("set PRIVPOLL_ADMIN_TOKEN and PRIVPOLL_SECRET (privpoll up does)")
     app = Flask(__name__)
+    app.extensions["privpoll"] = Services(settings)
+    from privpoll.vote_route import VoteRoute
+
+    # Votes skip Flask's request machinery (privpoll.vote_route); behind the proxy fix, so
+    # that their rate limit sees the client's address too.
+    app.wsgi_app = VoteRoute(app, app.wsgi_app)  # type: ignore[method-assign]
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = 8 << 20
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["privpoll"] = Services(settings)
     # The web pages' session cookie (privpoll.pages): signed, never readable by scripts.
     app.secret_key = derived_key(settings.secret_bytes, "pages session")
     app.session_interface = PagesSessions()
@@ -194,10 +198,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         if _wants_page():
             message = "Something went wrong on the server; its log has more. Please try again."
             return render_template("error.html", title="Server error", message=message), 500
-        body: dict[str, Any] = {
-            "error": {"code": "internal", "message": "internal error; the server log has more"}
-        }
-        return jsonify(body), 500
+        return jsonify(INTERNAL), 500
 
     return app
 

@@ -202,9 +202,9 @@ _AUTH = (401, 403, 429)
 
 def _models() -> dict[str, Any]:
     """JSON schemas of the pydantic models the API reads and writes, sharing one $defs."""
-    from privpoll.api import VoteRequest
     from privpoll.results import ChoiceResult, VoteCounts
     from privpoll.spec import NewPoll, PollRules
+    from privpoll.vote_route import VoteRequest
 
     _, found = models_json_schema(
         [

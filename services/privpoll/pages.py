@@ -49,6 +49,14 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# On every answer of the ingest, pages and JSON alike (the vote route sets them too).
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    # Invitation links carry the voter and their token: never send them on as a referrer.
+    ("Referrer-Policy", "no-referrer"),
+)
 
 
 def csrf_token() -> str:
@@ -99,11 +107,8 @@ def _check_csrf() -> tuple[str, int] | None:
 # pages too, and JSON is harmless under the same rules.
 @pages.after_app_request
 def _headers(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["X-Frame-Options"] = "DENY"
-    # Invitation links carry the voter and their token: never send them on as a referrer.
-    response.headers["Referrer-Policy"] = "no-referrer"
+    for header, value in SECURITY_HEADERS:
+        response.headers[header] = value
     response.headers.setdefault("Cache-Control", "no-store")
     return response
 

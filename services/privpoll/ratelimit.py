@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from privpoll.errors import ApiError
+
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h)\s*$")
 _PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 OFF = ("", "0", "off")
@@ -104,3 +106,13 @@ class Limiter:
 def retry_after(seconds: float) -> str:
     """The Retry-After header value: whole seconds, at least one."""
     return str(max(1, math.ceil(seconds)))
+
+
+def refused(wait: float, what: str) -> ApiError:
+    """The API's 429 for a client that must wait ``wait`` seconds before more ``what``."""
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many {what} from your address; try again in {retry_after(wait)} s",
+        headers={"Retry-After": retry_after(wait)},
+    )

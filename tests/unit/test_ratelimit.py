@@ -175,3 +175,29 @@ def test_every_response_carries_the_security_headers(path: str, accept: str) -> 
     # Nothing from another site: every source is 'self', 'none' or an inline image.
     sources = {word for rule in csp.split(";") for word in rule.split()[1:]}
     assert sources <= {"'self'", "'none'", "data:"}, sources
+
+
+def test_votes_answer_with_the_api_s_headers_and_errors() -> None:
+    """Votes are answered in front of Flask (privpoll.vote_route): same headers, same JSON."""
+    client = app().test_client()
+    vote = client.post("/api/v1/polls/lunch/votes", data="x", content_type="text/plain")
+    other = client.get("/api/v1/nowhere")
+    assert vote.status_code == 415
+    assert vote.json == {
+        "error": {"code": "unsupported_media_type", "message": "send the body as application/json"}
+    }
+    for header in (
+        "Content-Type",
+        "Content-Security-Policy",
+        "X-Content-Type-Options",
+        "X-Frame-Options",
+        "Referrer-Policy",
+        "Cache-Control",
+    ):
+        assert vote.headers[header] == other.headers[header], header
+    assert int(vote.headers["Content-Length"]) == len(vote.data)
+    wrong = client.put("/api/v1/polls/lunch/votes", json={})
+    assert wrong.status_code == 405
+    assert set(wrong.headers["Allow"].split(", ")) == {"OPTIONS", "POST"}
+    assert client.options("/api/v1/polls/lunch/votes").status_code == 200
+    assert client.post("/api/v1/polls/lunch/votes/", json={}).status_code == 404
