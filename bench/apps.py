@@ -1,6 +1,8 @@
 """The two comparison servers of the benchmark, run under the same gunicorn configuration.
 
 - ``ceiling()``: the web stack's ceiling: parse the JSON body, answer 202.
+- ``bare()``: the same endpoint as bare WSGI, without Flask: the ceiling of what privpoll's
+  vote route (privpoll.vote_route, which answers votes in front of Flask) runs on.
 - ``naive()``: what a user would build instead: insert (voter, choice) into PostgreSQL with
   one commit per request.
 """
@@ -10,11 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
+from typing import Any
 
 import psycopg
 from flask import Flask, Response, request
 from psycopg_pool import ConnectionPool
 
+BARE_ACCEPTED = b'{"status":"queued"}'
+BARE_HEADERS = [("Content-Type", "application/json"), ("Content-Length", str(len(BARE_ACCEPTED)))]
 ACCEPTED = Response('{"status":"queued"}', status=202, mimetype="application/json")
 
 
@@ -29,6 +35,22 @@ def ceiling() -> Flask:
         return ACCEPTED
 
     return app
+
+
+def bare() -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    def vote(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ["REQUEST_METHOD"] != "POST":
+            start_response("405 Method Not Allowed", [("Allow", "POST")])
+            return [b""]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length))
+        if not body.get("voter") or not body.get("choice"):
+            start_response("400 Bad Request", [("Content-Type", "application/json")])
+            return [b'{"error": "voter and choice"}']
+        start_response("202 Accepted", BARE_HEADERS)
+        return [BARE_ACCEPTED]
+
+    return vote
 
 
 def naive() -> Flask:

@@ -4,8 +4,9 @@ Everything runs on this machine: an embedded nats-server and PostgreSQL, three w
 under the same gunicorn configuration (bench.servers), and wrk as the load generator
 (bench.load). In order:
 
-1. baselines: the ceiling (Flask parses the body, answers 202) and the naive design (Flask
-   inserts (voter, choice), one commit per request), at saturation;
+1. baselines: the ceiling (Flask parses the body, answers 202), the same without Flask (bare
+   WSGI, what privpoll's vote route runs on) and the naive design (Flask inserts (voter,
+   choice), one commit per request), at saturation;
 2. sinks: one ballot sink process against raw COPY of the same rows (bench.sinks), before
    privpoll up starts, since its sinks would share the stream;
 3. privpoll: ``privpoll up``; a warm-up, then votes/s at saturation with the votes stored end
@@ -55,7 +56,7 @@ WARMUP_SECONDS = 2
 def _baselines(work: Path, pg: PostgresServer, seconds: int, bodies: Path) -> dict[str, Any]:
     env = {**os.environ, "PRIVPOLL_DATABASE_URL": pg.dsn}
     found = {}
-    for name in ("ceiling", "naive"):
+    for name in ("ceiling", "bare", "naive"):
         print(f"{name} ...", flush=True)
         with servers.app(f"bench.apps:{name}()", env, work / f"{name}.log", pg) as (url, groups):
             load.wrk(url, bodies, WARMUP_SECONDS)
