@@ -30,7 +30,16 @@ def read_json(environ: dict[str, Any], limit: int, what: str = "the body") -> An
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
     # A streamed (chunked) body has no Content-Length: read one byte more than the limit to
     # know whether it holds more.
-    data = get_input_stream(environ).read(limit + 1)
+    try:
+        data = get_input_stream(environ).read(limit + 1)
+    except Exception as error:
+        # The server's reader refuses what came (chunks of a wrong size, a body cut short):
+        # whatever it raises, the client sent a body that cannot be read.
+        raise ApiError(
+            400,
+            "unreadable_body",
+            "the body could not be read: send it with a right Content-Length, or as valid chunks",
+        ) from error
     if len(data) > limit:
         raise too_large
     try:

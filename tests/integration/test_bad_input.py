@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -276,6 +277,26 @@ def test_huge_bodies_are_refused_before_they_are_read(running: System, unchanged
     huge = json.dumps({"name": "huge", "spec": {**poll_spec(VOTERS), "title": "x" * (9 << 20)}})
     answer = post(running, "/api/v1/polls", huge.encode(), **admin)
     refused(answer, 413, "too_large", "the body is at most 8,388,608 bytes")
+
+
+def test_bodies_in_broken_chunks_are_refused(running: System, unchanged: None) -> None:
+    """A chunk size that is no number, as a hand-made client might send: 400, not a 500."""
+    admin = f"Authorization: Bearer {ADMIN}\r\n"
+    for path, extra in ((VOTE, ""), ("/api/v1/polls", admin)):
+        with socket.create_connection(("127.0.0.1", running.port), timeout=30) as raw:
+            raw.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: privpoll\r\n{extra}"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                "Connection: close\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n".encode()
+            )
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 "), head
+        error = json.loads(body)["error"]
+        assert error["code"] == "unreadable_body", error
+        assert "valid chunks" in error["message"], error
 
 
 def test_other_media_types_are_refused(running: System, unchanged: None) -> None:
