@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         raise RuntimeError("set PRIVPOLL_ADMIN_TOKEN and PRIVPOLL_SECRET (privpoll up does)")
     app = Flask(__name__)
     app.extensions["privpoll"] = Services(settings)
+    from privpoll.request_body import guard_input
     from privpoll.vote_route import VoteRoute
 
     # Votes skip Flask's request machinery (privpoll.vote_route); behind the proxy fix, so
@@ -138,6 +139,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = VoteRoute(app, app.wsgi_app)  # type: ignore[method-assign]
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    # A body the server cannot read is the client's error (request_body.guard_input).
+    app.wsgi_app = guard_input(app.wsgi_app)  # type: ignore[method-assign, assignment]
     app.config["MAX_CONTENT_LENGTH"] = 8 << 20
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # The web pages' session cookie (privpoll.pages): signed, never readable by scripts.

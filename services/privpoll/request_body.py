@@ -1,17 +1,66 @@
-"""Reading a JSON request body from the WSGI environ: its size, its media type, strict JSON.
+"""Request bodies: reading one whatever the client sent, and JSON bodies of the API.
 
-The Flask API and the bare-WSGI vote route (privpoll.vote_route) read bodies through this one
-function, so both refuse the same bodies with the same errors.
+The Flask API and the bare-WSGI vote route (privpoll.vote_route) read JSON bodies through
+``read_json``, so both refuse the same bodies with the same errors. ``guard_input`` makes a
+body that cannot be read (chunks of a wrong size, a body cut short) the client's error, a
+400, wherever it is read: the server's reader raises its own exceptions, which would
+otherwise reach Flask as a 500.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from werkzeug.exceptions import BadRequest
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from privpoll.errors import ApiError
+
+UNREADABLE = "the body could not be read: send it with a right Content-Length, or as valid chunks"
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class UnreadableBody(BadRequest):
+    description = UNREADABLE
+
+
+class _GuardedInput:
+    """``wsgi.input`` whose read errors are the client's: whatever the server's reader
+    raises becomes ``UnreadableBody`` (a 400)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            data: bytes = self._stream.read(size)
+        except Exception as error:
+            raise UnreadableBody() from error
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        try:
+            line: bytes = self._stream.readline(size)
+        except Exception as error:
+            raise UnreadableBody() from error
+        return line
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self.readline, b"")
+
+
+def guard_input(app: WsgiApp) -> WsgiApp:
+    """``app`` with every request's body read through ``_GuardedInput``."""
+
+    def guarded(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        environ["wsgi.input"] = _GuardedInput(environ["wsgi.input"])
+        return app(environ, start_response)
+
+    return guarded
 
 
 def media_type(environ: dict[str, Any]) -> str:
@@ -32,14 +81,8 @@ def read_json(environ: dict[str, Any], limit: int, what: str = "the body") -> An
     # know whether it holds more.
     try:
         data = get_input_stream(environ).read(limit + 1)
-    except Exception as error:
-        # The server's reader refuses what came (chunks of a wrong size, a body cut short):
-        # whatever it raises, the client sent a body that cannot be read.
-        raise ApiError(
-            400,
-            "unreadable_body",
-            "the body could not be read: send it with a right Content-Length, or as valid chunks",
-        ) from error
+    except UnreadableBody as error:
+        raise ApiError(400, "unreadable_body", UNREADABLE) from error
     if len(data) > limit:
         raise too_large
     try:

@@ -16,7 +16,7 @@ import http
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from flask import Flask
@@ -26,7 +26,7 @@ from privpoll import polls, ratelimit
 from privpoll.errors import INTERNAL, ApiError
 from privpoll.ingest import Services
 from privpoll.pages import SECURITY_HEADERS
-from privpoll.request_body import read_json
+from privpoll.request_body import StartResponse, WsgiApp, read_json
 from privpoll.spec import describe, problems
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,6 @@ RULE = "/api/v1/polls/<name>/votes"
 PATH = re.compile(r"/api/v1/polls/([^/]+)/votes")
 BODY_LIMIT = 4096
 QUEUED = b'{"status":"queued"}\n'
-
-StartResponse = Callable[..., Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class VoteRequest(BaseModel):

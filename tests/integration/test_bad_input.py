@@ -281,12 +281,12 @@ def test_huge_bodies_are_refused_before_they_are_read(running: System, unchanged
 
 def test_bodies_in_broken_chunks_are_refused(running: System, unchanged: None) -> None:
     """A chunk size that is no number, as a hand-made client might send: 400, not a 500."""
-    admin = f"Authorization: Bearer {ADMIN}\r\n"
-    for path, extra in ((VOTE, ""), ("/api/v1/polls", admin)):
+
+    def sent(path: str, content_type: str, extra: str = "") -> tuple[bytes, bytes]:
         with socket.create_connection(("127.0.0.1", running.port), timeout=30) as raw:
             raw.sendall(
                 f"POST {path} HTTP/1.1\r\nHost: privpoll\r\n{extra}"
-                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+                f"Content-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n"
                 "Connection: close\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n".encode()
             )
             answer = b""
@@ -294,9 +294,17 @@ def test_bodies_in_broken_chunks_are_refused(running: System, unchanged: None) -
                 answer += chunk
         head, _, body = answer.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 "), head
+        return head, body
+
+    for path, extra in ((VOTE, ""), ("/api/v1/polls", f"Authorization: Bearer {ADMIN}\r\n")):
+        _, body = sent(path, "application/json", extra)
         error = json.loads(body)["error"]
         assert error["code"] == "unreadable_body", error
         assert "valid chunks" in error["message"], error
+    # A form of the web pages: the error page says the same.
+    head, body = sent("/signin", "application/x-www-form-urlencoded", "Accept: text/html\r\n")
+    assert b"text/html" in head
+    assert b"valid chunks" in body
 
 
 def test_other_media_types_are_refused(running: System, unchanged: None) -> None:
