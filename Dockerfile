@@ -10,11 +10,12 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 RUN python -m venv /opt/privpoll
 # Dependencies first, from the project metadata alone, so that a code change reuses this layer.
-COPY pyproject.toml README.md ./
-RUN mkdir -p services/privpoll operator/privpoll_operator \
-    && touch services/privpoll/__init__.py operator/privpoll_operator/__init__.py \
-    && /opt/privpoll/bin/pip install --no-cache-dir --disable-pip-version-check '.[operator]' \
-    && /opt/privpoll/bin/pip uninstall --yes privpoll
+# Only the requirement list is read here: building the project from placeholder sources would
+# leave a build/ folder that the real install below could take for up to date.
+COPY pyproject.toml ./
+RUN /opt/privpoll/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["operator"]))' > requirements.txt \
+    && /opt/privpoll/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
+COPY README.md ./
 COPY services ./services
 COPY operator ./operator
 RUN /opt/privpoll/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \

@@ -7,9 +7,11 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -66,6 +68,27 @@ def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> An
         ) from error
 
 
+def _serve(main: Coroutine[Any, Any, None]) -> None:
+    """Run a long-lived role until SIGTERM or SIGINT, then stop it and exit 0.
+
+    As a container's PID 1 a process gets no default action for SIGTERM: without a handler
+    every stop, rollout and scale-down would wait out the grace period and end in SIGKILL.
+    Cancelling the role is safe at any point: a batch committed but not acked comes back as
+    a redelivery that changes nothing, one not yet committed comes back whole.
+    """
+
+    async def until_stopped() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+
+    asyncio.run(until_stopped())
+
+
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="log more")
 def main(verbose: bool) -> None:
@@ -93,8 +116,7 @@ def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
     if not settings.nats_url or not settings.database_url:
         raise click.ClickException("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
     runner = Sink(role, settings.nats_url, settings.database_url, list(polls) or None)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner.run())
+    _serve(runner.run())
 
 
 @main.command(hidden=True)
@@ -106,8 +128,7 @@ def remixer() -> None:
     if not settings.nats_url or not settings.database_url:
         raise click.ClickException("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
     watcher = Watcher(settings.nats_url, settings.database_url, replicas=settings.stream_replicas)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watcher.run())
+    _serve(watcher.run())
 
 
 @main.group()

@@ -145,7 +145,7 @@ def test_the_image_has_the_entry_points_the_chart_and_the_operator_call() -> Non
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert "privpoll" in project["scripts"], "the sinks run `privpoll sink ...`"
     install = " ".join(s.argument for s in STEPS if s.keyword == "RUN")
-    assert "[operator]" in install, "the operator runs `kopf run ...` from the same image"
+    assert '["operator"]' in install, "the operator runs `kopf run ...` from the same image"
     assert any(dep.startswith("gunicorn") for dep in project["dependencies"])
     env = " ".join(s.argument for s in STEPS if s.keyword == "ENV")
     assert "PATH=/opt/privpoll/bin:" in env
