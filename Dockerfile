@@ -38,6 +38,6 @@ USER 10001:10001
 WORKDIR /opt/privpoll
 EXPOSE 8000
 CMD ["gunicorn", "--worker-class", "gevent", "--bind", "0.0.0.0:8000", \
-     "--access-logfile", "-", "--logger-class", "privpoll.access_log.AccessLog", \
+     "--access-logfile", "-", "--logger-class", "privpoll.web.access_log.AccessLog", \
      "--no-control-socket", \
-     "privpoll.ingest:create_app()"]
+     "privpoll.web.app:create_app()"]

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from privpoll import messaging
+from privpoll.bus import naming
 from privpoll.settings import Settings
 
 # Where the sinks find the database's CA certificate; a TLS DSN names it in sslrootcert.
 DATABASE_CA_DIR = "/etc/privpoll/database-ca"
 
 
-def name_of(poll: str, role: messaging.Role) -> str:
+def name_of(poll: str, role: naming.Role) -> str:
     return f"privpoll-{poll}-{role}"
 
 
-def labels(poll: str, role: messaging.Role) -> dict[str, str]:
+def labels(poll: str, role: naming.Role) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "privpoll",
         "app.kubernetes.io/component": f"sink-{role}",
@@ -42,7 +42,7 @@ def sink_env(settings: Settings) -> list[dict[str, Any]]:
     return env
 
 
-def sink(poll: str, role: messaging.Role, settings: Settings, replicas: int = 1) -> dict[str, Any]:
+def sink(poll: str, role: naming.Role, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """A Deployment running one sink of one poll: ``privpoll sink ROLE --poll NAME``."""
     selector = labels(poll, role)
     container: dict[str, Any] = {

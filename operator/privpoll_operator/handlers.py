@@ -19,11 +19,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
-from privpoll import cluster, messaging, provision, randomness, remix, storage
-from privpoll.poll import Phase, Poll
-from privpoll.results import summarize
+from privpoll import cluster
+from privpoll.bus import naming, topology
+from privpoll.core import randomness
+from privpoll.core.poll import Phase, Poll
+from privpoll.core.results import summarize
+from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
+from privpoll.db import remix, storage
 from privpoll.settings import Settings
-from privpoll.spec import PollSpec, describe, parse_voter_list, problems
 from privpoll_operator import deployments, kube
 from privpoll_operator.conditions import set_condition
 from privpoll_operator.crd import GROUP, PLURAL, VERSION
@@ -44,7 +47,7 @@ class Operator:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 try:
-                    self._nc = await messaging.connect(self.settings.nats_url, "privpoll-operator")
+                    self._nc = await naming.connect(self.settings.nats_url, "privpoll-operator")
                 except Exception as error:
                     raise kopf.TemporaryError(
                         f"NATS is not reachable: {error}", delay=10
@@ -198,11 +201,11 @@ async def reconcile(
                     rules=wanted.rules(),
                     eligible=len(wanted.voters.listed),
                 )
-                stored = await asyncio.to_thread(provision.provision_database, conn, poll, wanted)
+                stored = await asyncio.to_thread(topology.provision_database, conn, poll, wanted)
             else:
                 # Votes count from the moment they are queued, not when the sinks store them.
                 stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
-                votes = max(stored_votes, await provision.envelopes_published(js, name))
+                votes = max(stored_votes, await topology.envelopes_published(js, name))
                 old_voters = await asyncio.to_thread(storage.voter_ids, conn, name)
                 refused = _unsafe_change(existing, wanted, old_voters, votes)
                 if refused:
@@ -215,11 +218,11 @@ async def reconcile(
                 stored = updated
             # The sinks first: once the poll is in the registry the ingest takes votes for
             # it, and whoever sees it there finds its sink Deployments in place too.
-            for role in messaging.ROLES:
+            for role in naming.ROLES:
                 manifest = deployments.sink(name, role, op.settings)
                 kopf.adopt(manifest, owner=body)
                 await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
-            await provision.provision_queue(js, stored, replicas=op.settings.stream_replicas)
+            await topology.provision_queue(js, stored, replicas=op.settings.stream_replicas)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
 
@@ -268,9 +271,9 @@ async def follow(
             phase = poll.phase()
             if phase is Phase.CLOSED and not poll.closed:
                 # closesAt passed: stop the stream taking votes, as an explicit close does.
-                poll = await provision.close(js, conn, name, replicas=op.settings.stream_replicas)
+                poll = await topology.close(js, conn, name, replicas=op.settings.stream_replicas)
                 assert poll is not None
-            drained = phase is Phase.CLOSED and await provision.drained(js, name)
+            drained = phase is Phase.CLOSED and await topology.drained(js, name)
             remixed = await asyncio.to_thread(_remix_once, conn, poll) if drained else None
             votes, voters, stored = await asyncio.to_thread(storage.tally, conn, poll.uid)
     except TRANSIENT as error:
@@ -289,7 +292,7 @@ async def follow(
         return
     patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
     patch.status["remix"] = remixed
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         await asyncio.to_thread(
             kube.scale_deployment, namespace, deployments.name_of(name, role), 0
         )
@@ -316,13 +319,13 @@ async def remove(
     """Delete the sinks, the stream and KV bucket; the vote rows too if retention says so."""
     op = operator_of(memo)
     namespace = namespace or "default"
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         await asyncio.to_thread(kube.delete_deployment, namespace, deployments.name_of(name, role))
     if not status.get("pollUid"):
         return
     try:
         js = await op.jetstream()
-        await provision.remove_queue(js, name)
+        await topology.remove_queue(js, name)
         if spec.get("retention") == "delete":
             with op.database() as conn:
                 poll = await asyncio.to_thread(storage.get_poll, conn, name)

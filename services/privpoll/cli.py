@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import yaml
 
-from privpoll import messaging
+from privpoll.bus import naming
 from privpoll.settings import Settings
 
 
@@ -100,17 +100,17 @@ def main(verbose: bool) -> None:
 @main.command()
 def up() -> None:
     """Start NATS, PostgreSQL, the ingest and the sinks on this machine."""
-    from privpoll.runner import up as run_up
+    from privpoll.local.runner import up as run_up
 
     run_up(_settings())
 
 
 @main.command()
-@click.argument("role", type=click.Choice(messaging.ROLES))
+@click.argument("role", type=click.Choice(naming.ROLES))
 @click.option("--poll", "polls", multiple=True, help="serve only these polls (default: all)")
-def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
+def sink(role: naming.Role, polls: tuple[str, ...]) -> None:
     """Run the actor or ballot sink."""
-    from privpoll.sinks import Sink
+    from privpoll.workers.sinks import Sink
 
     settings = _settings()
     if not settings.nats_url or not settings.database_url:
@@ -122,7 +122,7 @@ def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
 @main.command(hidden=True)
 def remixer() -> None:
     """Remix every poll once it closed and drained (privpoll up runs this)."""
-    from privpoll.remix import Watcher
+    from privpoll.db.remix import Watcher
 
     settings = _settings()
     if not settings.nats_url or not settings.database_url:
@@ -245,7 +245,7 @@ def _database_url(settings: Settings) -> str:
             f"no database: set PRIVPOLL_DATABASE_URL, or run in the folder of `privpoll up` "
             f"(its data folder {settings.data_dir} has no PostgreSQL)"
         )
-    from privpoll.embedded import PostgresServer
+    from privpoll.local.embedded import PostgresServer
 
     return PostgresServer(port.parent).dsn
 
@@ -287,7 +287,7 @@ def audit(
     transaction and by what appeared between copies, and reports every voter's posterior over
     the choices in aggregate: the largest, how many are certain, the attacker's accuracy.
     """
-    from privpoll import audit as auditing
+    from privpoll.audit import thief as auditing
 
     settings = _settings()
     if record_to is not None:

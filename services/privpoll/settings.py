@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from privpoll.ratelimit import Rate
+from privpoll.service.ratelimit import Rate
 
 
 class Settings(BaseModel):

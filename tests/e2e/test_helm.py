@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from privpoll.embedded import nats_server_binary
+from privpoll.local.embedded import nats_server_binary
 from privpoll_operator import crd
 from tests.e2e.controlplane import ROOT, ControlPlane
 from tests.e2e.helm import CHART, Helm, helm, secret_data

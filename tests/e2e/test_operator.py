@@ -35,9 +35,10 @@ import yaml
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from psycopg.conninfo import make_conninfo
 
-from privpoll import messaging, storage
-from privpoll.embedded import NatsServer, PostgresServer, free_port
-from privpoll.runner import gunicorn_argv
+from privpoll.bus import naming
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer, free_port
+from privpoll.local.runner import gunicorn_argv
 from privpoll.settings import Settings
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 from tests.e2e.helm import CHART, Helm, helm, secret_data, service_account_kubeconfig
@@ -137,7 +138,7 @@ def start_operator_as(procs: Processes, command: Command) -> int:
 def ingest_argv(port: int) -> list[str]:
     """The ingest as `privpoll up` starts it, one worker on ``port``."""
     return gunicorn_argv(
-        Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1), "privpoll.ingest:create_app()"
+        Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1), "privpoll.web.app:create_app()"
     )
 
 
@@ -158,16 +159,16 @@ def condition(poll: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def queue_objects(nats_url: str, name: str) -> tuple[bool, list[str], bool]:
     async def look() -> tuple[bool, list[str], bool]:
-        nc = await messaging.connect(nats_url, "test")
+        nc = await naming.connect(nats_url, "test")
         try:
             js = nc.jetstream()
             try:
-                await js.stream_info(messaging.stream(name))
+                await js.stream_info(naming.stream(name))
             except NotFoundError:
                 return False, [], False
-            consumers = sorted(c.name for c in await js.consumers_info(messaging.stream(name)))
+            consumers = sorted(c.name for c in await js.consumers_info(naming.stream(name)))
             try:
-                await js.key_value(messaging.voters_bucket(name))
+                await js.key_value(naming.voters_bucket(name))
                 bucket = True
             except BucketNotFoundError:
                 bucket = False
@@ -347,7 +348,7 @@ def test_poll_lifecycle_through_kubectl(
     assert queue_objects(nats.url, "lunch") == (True, ["actors", "ballots"], True)
 
     sinks = {}
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == setup.image
@@ -364,7 +365,7 @@ def test_poll_lifecycle_through_kubectl(
     time.sleep(3)
     again = plane.get("poll", "lunch", *ns)
     assert again["status"]["pollUid"] == uid
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         assert (
             deployment["metadata"]["resourceVersion"] == sinks[role]["metadata"]["resourceVersion"]
@@ -442,7 +443,7 @@ def test_poll_lifecycle_through_kubectl(
         json={"voter": "carol", "token": tokens["carol"], "choice": "tacos"},
     )
     assert late.status_code == 410
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         assert deployment["spec"]["replicas"] == 0, "sinks are scaled to zero after the drain"
 
@@ -451,7 +452,7 @@ def test_poll_lifecycle_through_kubectl(
     assert "Closed" in listed
 
     plane.kubectl("delete", "poll", "lunch", *ns, "--timeout=60s")
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         gone = plane.kubectl("get", "deployment", f"privpoll-lunch-{role}", *ns, check=False)
         assert gone.returncode != 0
     assert queue_objects(nats.url, "lunch") == (False, [], False)
@@ -522,7 +523,7 @@ def test_the_api_creates_poll_resources_on_kubernetes(
     assert resource["spec"]["title"] == "Made through the API"
 
     def deployed() -> bool:
-        names = [f"deployment/privpoll-viaapi-{role}" for role in messaging.ROLES]
+        names = [f"deployment/privpoll-viaapi-{role}" for role in naming.ROLES]
         return plane.kubectl("get", *names, check=False).returncode == 0
 
     wait_for(deployed, "the sink Deployments of a poll made through the API")
@@ -718,7 +719,7 @@ def test_the_charts_ingest_turns_api_polls_into_poll_resources(
     created = http.post("/api/v1/polls", json=body, headers=admin)
     assert created.status_code == 201, created.text
     assert plane.get("poll", "viachart", "-n", setup.namespace)["spec"]["title"] == title
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-viachart-{role}", "-n", setup.namespace)
         assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == setup.image
     plane.kubectl("delete", "poll", "viachart", "-n", setup.namespace, "--timeout=60s")

@@ -1,4 +1,4 @@
-"""The ingest's gunicorn command line (privpoll.runner.gunicorn_argv), run for real."""
+"""The ingest's gunicorn command line (privpoll.local.runner.gunicorn_argv), run for real."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from privpoll.embedded import free_port
-from privpoll.runner import gunicorn_argv
+from privpoll.local.embedded import free_port
+from privpoll.local.runner import gunicorn_argv
 from privpoll.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

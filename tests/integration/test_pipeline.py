@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from privpoll import messaging
+from privpoll.bus import naming
 from tests.integration.conftest import CHOICES, System, Witness, poll_spec
 
 VOTERS = [f"voter-{i:04d}" for i in range(300)]
@@ -153,9 +153,9 @@ def test_an_undecodable_message_is_dropped_not_retried_forever(system: System) -
     tokens = system.invitations("garbage")
 
     async def publish_garbage() -> None:
-        nc = await messaging.connect(system.nats.url, "test")
+        nc = await naming.connect(system.nats.url, "test")
         try:
-            await nc.jetstream().publish(messaging.subject("garbage"), b"{not an envelope")
+            await nc.jetstream().publish(naming.subject("garbage"), b"{not an envelope")
         finally:
             await nc.close()
 

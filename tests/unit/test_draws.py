@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privpoll import randomness
-from privpoll.noise import Noise, _poisson, _poisson_table, fake_count
-from privpoll.spec import FakeVotes, PollRules
+from privpoll.core import randomness
+from privpoll.core.noise import Noise, _poisson, _poisson_table, fake_count
+from privpoll.core.spec import FakeVotes, PollRules
 
 words = st.integers(min_value=0, max_value=randomness.WORD - 1)
 

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from privpoll import envelope
-from privpoll.envelope import Envelope, seal, seal_bytes
-from privpoll.noise import Noise
-from privpoll.spec import PollRules
+from privpoll.core import envelope
+from privpoll.core.envelope import Envelope, seal, seal_bytes
+from privpoll.core.noise import Noise
+from privpoll.core.spec import PollRules
 
 labels = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),

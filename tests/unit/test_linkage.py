@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from privpoll import linkage
-from privpoll.envelope import Actor, Ballot, Envelope, seal
-from privpoll.linkage import CERTAIN, NoiseModel, Row, Snapshot, attack
-from privpoll.noise import Noise
-from privpoll.spec import PollRules
+from privpoll.audit import linkage
+from privpoll.audit.linkage import CERTAIN, NoiseModel, Row, Snapshot, attack
+from privpoll.core.envelope import Actor, Ballot, Envelope, seal
+from privpoll.core.noise import Noise
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from privpoll.noise import Noise
-from privpoll.results import estimate, expected_margin
-from privpoll.spec import PollRules
+from privpoll.core.noise import Noise
+from privpoll.core.results import estimate, expected_margin
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 

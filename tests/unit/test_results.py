@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from privpoll.noise import Noise
-from privpoll.results import estimate
-from privpoll.spec import PollRules
+from privpoll.core.noise import Noise
+from privpoll.core.results import estimate
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 TRUTH = {"pizza": 75, "sushi": 45, "tacos": 30}
