@@ -1,6 +1,6 @@
 """One ballot sink process against raw COPY of the same rows into the same PostgreSQL.
 
-A poll is provisioned the way the API does it (``topology.provision``), its stream filled
+A poll is provisioned the way the API does it (``lifecycle.provision``), its stream filled
 with the envelopes of ``votes`` votes (``envelope.seal`` with the poll's noise, published
 with many in flight), and closed: the sink then drains everything in full batches, without
 waiting to mix. Then ONE ``privpoll sink ballots --poll NAME`` process starts, and the
@@ -37,6 +37,7 @@ from privpoll.core.noise import Noise
 from privpoll.core.poll import Poll
 from privpoll.core.spec import PollSpec
 from privpoll.db import storage
+from privpoll.service import lifecycle
 from privpoll.workers.sinks import MAX_BATCH
 
 POLL = "sink-bench"
@@ -59,7 +60,7 @@ async def _fill(nats_url: str, dsn: str, votes: int) -> tuple[Poll, list[BallotR
     try:
         js = nc.jetstream(publish_async_max_pending=IN_FLIGHT)
         with storage.connect(dsn) as conn:
-            poll = await topology.provision(js, conn, poll, spec)
+            poll = await lifecycle.provision(js, conn, poll, spec, replicas=1)
         noise = Noise(poll.rules)
         envelopes: list[Envelope] = [
             seal(noise, voter, CHOICES[i % len(CHOICES)]) for i, voter in enumerate(voters)
@@ -73,7 +74,7 @@ async def _fill(nats_url: str, dsn: str, votes: int) -> tuple[Poll, list[BallotR
         if any(ack.duplicate for ack in acks):
             raise RuntimeError("JetStream took an envelope for a duplicate")
         with storage.connect(dsn) as conn:
-            await topology.close(js, conn, POLL)
+            await lifecycle.close(js, conn, POLL, replicas=1)
     finally:
         await nc.close()
     rows = [(poll.uid, b.id, b.choice) for e in envelopes for b in e.ballots]

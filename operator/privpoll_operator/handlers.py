@@ -21,11 +21,11 @@ from pydantic import ValidationError
 
 from privpoll import cluster
 from privpoll.bus import naming, topology
-from privpoll.core import randomness
 from privpoll.core.poll import Phase, Poll
 from privpoll.core.results import summarize
 from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
-from privpoll.db import remix, storage
+from privpoll.db import storage
+from privpoll.service import lifecycle
 from privpoll.settings import Settings
 from privpoll_operator import deployments, kube
 from privpoll_operator.conditions import set_condition
@@ -195,13 +195,8 @@ async def reconcile(
                 _fail(patch, status, "NameTaken", reason)
                 raise kopf.PermanentError(reason)
             if existing is None:
-                poll = Poll(
-                    name=name,
-                    uid=randomness.new_id(),
-                    rules=wanted.rules(),
-                    eligible=len(wanted.voters.listed),
-                )
-                stored = await asyncio.to_thread(topology.provision_database, conn, poll, wanted)
+                poll = lifecycle.new_poll(name, wanted)
+                stored = await asyncio.to_thread(lifecycle.record, conn, poll, wanted)
             else:
                 # Votes count from the moment they are queued, not when the sinks store them.
                 stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
@@ -268,17 +263,14 @@ async def follow(
             poll = await asyncio.to_thread(storage.get_poll, conn, name)
             if poll is None:
                 return
-            phase = poll.phase()
-            if phase is Phase.CLOSED and not poll.closed:
-                # closesAt passed: stop the stream taking votes, as an explicit close does.
-                poll = await topology.close(js, conn, name, replicas=op.settings.stream_replicas)
-                assert poll is not None
-            drained = phase is Phase.CLOSED and await topology.drained(js, name)
-            remixed = await asyncio.to_thread(_remix_once, conn, poll) if drained else None
+            replicas = op.settings.stream_replicas
+            poll = await lifecycle.close_if_due(js, conn, poll, replicas=replicas)
+            progress = await lifecycle.advance(js, conn, poll, replicas=replicas)
             votes, voters, stored = await asyncio.to_thread(storage.tally, conn, poll.uid)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
 
+    phase = poll.phase()
     patch.status["phase"] = phase.value
     patch.status["turnout"] = {"eligible": poll.eligible, "voters": voters, "votes": votes}
     patch.status["conditions"] = set_condition(
@@ -288,28 +280,17 @@ async def follow(
         phase.value,
         f"the poll is {phase.value.lower()}",
     )
-    if remixed is None:
+    if progress is None or not progress.remixed:
         return
     patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
-    patch.status["remix"] = remixed
+    # A merge patch: the message of the re-mix stays while later rounds update "purged".
+    patch.status["remix"] = progress.to_json()
     for role in naming.ROLES:
         await asyncio.to_thread(
             kube.scale_deployment, namespace, deployments.name_of(name, role), 0
         )
     # Until the old row versions are gone the timer keeps vacuuming; then it has nothing left.
-    patch.status["sinks"] = "Stopped" if remixed["purged"] else "Drained"
-
-
-def _remix_once(conn: psycopg.Connection[Any], poll: Poll) -> dict[str, Any]:
-    """Rewrite the drained poll's rows once, then purge old versions until they are gone."""
-    was_remixed, purged = remix.progress(conn).get(poll.name, (False, False))
-    if not was_remixed:
-        done = remix.remix(conn, poll)
-        return {"remixed": True, "purged": done.purge != "pending", "message": done.describe()}
-    if not purged and remix.purge(conn) != "pending":
-        remix.mark_purged(conn, poll.uid)
-        purged = True
-    return {"remixed": True, "purged": purged}
+    patch.status["sinks"] = "Stopped" if progress.purged else "Drained"
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -325,11 +306,10 @@ async def remove(
         return
     try:
         js = await op.jetstream()
-        await topology.remove_queue(js, name)
         if spec.get("retention") == "delete":
             with op.database() as conn:
-                poll = await asyncio.to_thread(storage.get_poll, conn, name)
-                if poll is not None and str(poll.uid) == status.get("pollUid"):
-                    await asyncio.to_thread(storage.delete_poll, conn, poll)
+                await lifecycle.delete(js, conn, name, uid=status.get("pollUid"))
+        else:
+            await lifecycle.delete(js, None, name)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error

@@ -122,7 +122,7 @@ def sink(role: naming.Role, polls: tuple[str, ...]) -> None:
 @main.command(hidden=True)
 def remixer() -> None:
     """Remix every poll once it closed and drained (privpoll up runs this)."""
-    from privpoll.db.remix import Watcher
+    from privpoll.workers.remixer import Watcher
 
     settings = _settings()
     if not settings.nats_url or not settings.database_url:

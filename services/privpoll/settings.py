@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from privpoll.service.ratelimit import Rate
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h)\s*$")
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+OFF = ("", "0", "off")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` requests per ``period`` seconds, all of them at once if need be."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """``60/m``, ``5/s`` or ``100/h``; ``off`` (or ``0``) means no limit."""
+        if text.strip().lower() in OFF:
+            return None
+        match = _RATE.match(text)
+        if not match or int(match.group(1)) == 0:
+            raise ValueError(f"{text!r} is not a rate: write e.g. 60/m, 5/s, 100/h or off")
+        return cls(int(match.group(1)), _PERIODS[match.group(2)])
 
 
 class Settings(BaseModel):

@@ -10,6 +10,7 @@ from privpoll.core.poll import Poll
 from privpoll.core.spec import PollSpec
 from privpoll.db import storage
 from privpoll.local.embedded import NatsServer, PostgresServer
+from privpoll.service import lifecycle
 
 
 def test_provisioning_twice_changes_nothing(nats: NatsServer, postgres: PostgresServer) -> None:
@@ -24,9 +25,9 @@ def test_provisioning_twice_changes_nothing(nats: NatsServer, postgres: Postgres
         try:
             js = nc.jetstream()
             with storage.connect(postgres.dsn) as conn:
-                first_stored = await topology.provision(js, conn, poll, spec)
+                first_stored = await lifecycle.provision(js, conn, poll, spec, replicas=1)
                 before = await js.stream_info(naming.stream("twice"))
-                again = await topology.provision(js, conn, second, spec)
+                again = await lifecycle.provision(js, conn, second, spec, replicas=1)
                 after = await js.stream_info(naming.stream("twice"))
             consumers = sorted(c.name for c in await js.consumers_info(naming.stream("twice")))
             await js.key_value(naming.voters_bucket("twice"))
@@ -57,8 +58,8 @@ def test_a_stale_copy_never_reopens_a_closed_poll(
         try:
             js = nc.jetstream()
             with storage.connect(postgres.dsn) as conn:
-                stale = await topology.provision(js, conn, poll, spec)
-                await topology.close(js, conn, "oneway")
+                stale = await lifecycle.provision(js, conn, poll, spec, replicas=1)
+                await lifecycle.close(js, conn, "oneway", replicas=1)
                 # e.g. the operator's update handler, holding the poll from before the close
                 await topology.provision_queue(js, stale)
             info = await js.stream_info(naming.stream("oneway"))

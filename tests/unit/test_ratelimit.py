@@ -11,8 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from privpoll.service.ratelimit import Limiter, Rate
-from privpoll.settings import Settings
+from privpoll.service.ratelimit import Limiter
+from privpoll.settings import Rate, Settings
 from privpoll.web.app import create_app
 
 ADMIN = "unit-admin-token"

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any, Generic, TypeVar
 
-import psycopg
 from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeout
@@ -44,7 +43,6 @@ from privpoll.core import tokens
 from privpoll.core.envelope import seal_bytes
 from privpoll.core.noise import Noise
 from privpoll.core.poll import Phase, Poll
-from privpoll.core.spec import PollSpec
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -139,26 +137,19 @@ class BallotBox:
     async def _connect(self) -> None:
         """Connect both ways to NATS (nats-py, and the lean connection for publishes); the
         box is ready, and ``jetstream`` stops waiting, only once both are."""
-        while self._nc is None:
-            nc: Client | None = None
-            try:
-                nc = await naming.connect(
-                    self.nats_url, name="privpoll-ingest", buffer_while_reconnecting=False
-                )
-                connection = wire.Connection(self.nats_url, "privpoll-ingest-publisher")
-                await connection.open()
-            except Exception as error:  # keep trying: NATS may start after us
-                if nc is not None:
-                    with contextlib.suppress(Exception):
-                        await nc.close()
-                log.warning("cannot reach NATS at %s yet (%s); retrying", self.nats_url, error)
-                await asyncio.sleep(1)
-                continue
-            self._publisher = Publisher(connection, self.publish_timeout)
-            self._js = nc.jetstream(timeout=self.publish_timeout)
-            self._registry = Registry(self._js, every=POLL_TTL)
-            self._nc = nc
-            self._ready.set()
+        nc = await naming.until_reached(
+            lambda: naming.connect(
+                self.nats_url, name="privpoll-ingest", buffer_while_reconnecting=False
+            ),
+            self.nats_url,
+        )
+        connection = wire.Connection(self.nats_url, "privpoll-ingest-publisher")
+        await naming.until_reached(connection.open, self.nats_url)
+        self._publisher = Publisher(connection, self.publish_timeout)
+        self._js = nc.jetstream(timeout=self.publish_timeout)
+        self._registry = Registry(self._js, every=POLL_TTL)
+        self._nc = nc
+        self._ready.set()
 
     def call(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the NATS loop and wait for its result."""
@@ -216,19 +207,6 @@ class BallotBox:
             if cached is not None:
                 return cached[0]
             raise QueueDown(str(error)) from error
-
-    async def provision(self, conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
-        stored = await topology.provision(
-            await self.jetstream(), conn, poll, spec, replicas=self.replicas
-        )
-        self.remember(stored)
-        return stored
-
-    async def close(self, conn: psycopg.Connection[Any], name: str) -> Poll | None:
-        closed = await topology.close(await self.jetstream(), conn, name, replicas=self.replicas)
-        if closed is not None:
-            self.remember(closed)
-        return closed
 
     def recent(self, name: str) -> Poll | None:
         """The cached poll, with no hop to the NATS loop on a vote. A copy not known current

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal, TypeVar
 
 import nats
 from nats.aio.client import Client
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Role = Literal["actors", "ballots"]
 ROLES: tuple[Role, Role] = ("actors", "ballots")
@@ -62,3 +68,16 @@ async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True
         connect_timeout=2,
         allow_reconnect=True,
     )
+
+
+async def until_reached(opening: Callable[[], Awaitable[T]], url: str, *, every: float = 1.0) -> T:
+    """``opening()``, tried again every ``every`` seconds until NATS at ``url`` answers: a
+    process may start before its NATS server (privpoll up, a pod rolled out beside NATS)."""
+    while True:
+        try:
+            return await opening()
+        # nats-py and the wire connection raise many kinds (refused, timeouts, TLS, no
+        # servers): each means "not yet".
+        except Exception as error:
+            log.warning("cannot reach NATS at %s yet (%s); retrying", url, type(error).__name__)
+            await asyncio.sleep(every)

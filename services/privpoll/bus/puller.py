@@ -34,6 +34,10 @@ GRACE = 1.0
 _STATUS_LINE = b"NATS/1.0 "
 
 
+# What ``Puller.fetch`` raises when nats-server does not answer a pull at all.
+NoAnswer = NatsTimeout
+
+
 class PullError(APIError):
     """nats-server ended a pull with an error status (503: no such consumer or stream;
     409: e.g. too many pulls waiting)."""

@@ -1,27 +1,25 @@
-"""Provisioning a poll: its stream, consumers, KV buckets and database rows. Idempotent.
+"""A poll's place in NATS: its stream, consumers, voters bucket and registry entry. Idempotent.
 
-Shared by the local runner (``privpoll up`` and the HTTP API) and the Kubernetes operator.
+The steps of a poll's life that use them are in ``privpoll.service.lifecycle``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from privpoll.bus import naming
 from privpoll.core.poll import Poll
-from privpoll.core.spec import PollSpec
-from privpoll.db import storage
 
 log = logging.getLogger(__name__)
+
+# The JetStream API handle, as the layers above NATS name it.
+JetStream = JetStreamContext
 
 DEDUP_WINDOW = 120.0
 # How long a sink may hold a message before JetStream redelivers it; sinks send in-progress
@@ -172,6 +170,16 @@ async def drain(js: JetStreamContext, name: str) -> Drain:
     return Drain(taking_votes=taking, held=held)
 
 
+async def stored_by(js: JetStreamContext, name: str, role: naming.Role) -> bool:
+    """The stream takes no more votes and holds nothing for ``role``'s sink: nothing
+    pending, nothing delivered and unacked (a lost ack would come back as a redelivery)."""
+    stream = naming.stream(name)
+    info = await js.stream_info(stream)
+    consumer = await js.consumer_info(stream, naming.consumer(role))
+    taking = naming.subject(name) in (info.config.subjects or [])
+    return not taking and not consumer.num_pending and not consumer.num_ack_pending
+
+
 async def drained(js: JetStreamContext, name: str) -> bool:
     """No vote can enter any more and both sinks hold nothing: nothing pending, nothing
     unacked. Only then may the re-mixer rewrite the poll's rows."""
@@ -185,35 +193,3 @@ async def read_poll(bucket: KeyValue, name: str) -> Poll | None:
     except KeyNotFoundError:
         return None
     return Poll.from_registry(entry.value) if entry.value else None
-
-
-def provision_database(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
-    """Schema and the poll's row; returns the stored poll (the first one wins its name)."""
-    storage.migrate(conn)
-    return storage.insert_poll(conn, poll, spec)
-
-
-async def provision(
-    js: JetStreamContext,
-    conn: psycopg.Connection[Any],
-    poll: Poll,
-    spec: PollSpec,
-    *,
-    replicas: int = 1,
-) -> Poll:
-    stored = await asyncio.to_thread(provision_database, conn, poll, spec)
-    await provision_queue(js, stored, replicas=replicas)
-    return stored
-
-
-async def close(
-    js: JetStreamContext, conn: psycopg.Connection[Any], name: str, *, replicas: int = 1
-) -> Poll | None:
-    """Close a poll: the row, the registry, and the stream stops taking envelopes at once."""
-    closed = await asyncio.to_thread(storage.close_poll, conn, name)
-    if closed is not None:
-        # The registry first: a vote that finds the stream gone looks the poll up there, and
-        # must then read "closed" (410), not an open poll without a stream (503).
-        await (await registry(js, replicas=replicas)).put(name, closed.to_registry())
-        await provision_queue(js, closed, replicas=replicas)
-    return closed

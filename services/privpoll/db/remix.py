@@ -14,7 +14,6 @@ the vote tables keep old versions for a short ``gc.ttlseconds`` (set by the migr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
@@ -22,17 +21,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from nats.aio.client import Client
-from nats.js import JetStreamContext
 
-from privpoll.bus import naming, topology
 from privpoll.core import randomness
-from privpoll.core.poll import Phase, Poll
+from privpoll.core.poll import Poll
 from privpoll.db import storage
 
 log = logging.getLogger(__name__)
-
-WATCH_EVERY = 2.0
 
 Purge = Literal["vacuumed", "pending", "gc"]
 
@@ -70,33 +64,6 @@ PURGE_WORDS: dict[Purge, str] = {
     ),
     "gc": "CockroachDB drops the old row versions within the vote tables' gc.ttlseconds",
 }
-
-
-class NotReady(Exception):
-    """The poll cannot be remixed yet; the message says why and what to do."""
-
-    def __init__(self, code: str, message: str, *, retry: bool) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry = retry
-
-
-def refusal(poll: Poll, drain: topology.Drain) -> NotReady | None:
-    """Why the rows of ``poll`` must not be rewritten now, if they must not."""
-    if poll.phase() is not Phase.CLOSED:
-        return NotReady(
-            "poll_open",
-            f"poll {poll.name} is open: close it first, the re-mixer runs once no vote can come",
-            retry=False,
-        )
-    if not drain.done:
-        return NotReady(
-            "not_drained",
-            f"the sinks have not yet stored every vote of poll {poll.name} "
-            f"({drain.held} envelopes left); try again in a few seconds",
-            retry=True,
-        )
-    return None
 
 
 def rewrite(conn: psycopg.Connection[Any], poll: uuid.UUID) -> tuple[int, int]:
@@ -170,74 +137,3 @@ def progress(conn: psycopg.Connection[Any]) -> dict[str, tuple[bool, bool]]:
     """(remixed, purged) of every poll, by name."""
     rows = conn.execute("SELECT name, remixed, purged FROM polls").fetchall()
     return {str(name): (bool(remixed), bool(purged)) for name, remixed, purged in rows}
-
-
-class Watcher:
-    """Remixes every poll once it closed and drained; vacuums again until it is purged.
-
-    ``privpoll up`` runs one as a child process beside the sinks (see ``runner``): on its own,
-    it can wait for a drain, hold a database connection and run long vacuums without slowing
-    the sinks or the ingest, and it is restarted like them if it dies.
-    """
-
-    def __init__(self, nats_url: str, dsn: str, *, replicas: int = 1) -> None:
-        self.nats_url = nats_url
-        self.dsn = dsn
-        self.replicas = replicas
-        self._conn: psycopg.Connection[Any] | None = None
-
-    async def run(self) -> None:
-        nc = await self._connect()
-        js = nc.jetstream()
-        while True:
-            try:
-                await self.round(js)
-            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                log.warning("database unavailable (%s); retrying", type(error).__name__)
-                self._close()
-            except Exception as error:
-                log.warning("remix round failed (%s); retrying", type(error).__name__)
-            await asyncio.sleep(WATCH_EVERY)
-
-    async def round(self, js: JetStreamContext) -> None:
-        conn = self._connection()
-        polls = await asyncio.to_thread(storage.list_polls, conn)
-        states = await asyncio.to_thread(progress, conn)
-        unpurged = [p for p in polls if states.get(p.name, (False, False)) == (True, False)]
-        if unpurged:
-            result = await asyncio.to_thread(purge, conn)
-            if result != "pending":
-                for poll in unpurged:
-                    await asyncio.to_thread(mark_purged, conn, poll.uid)
-                    log.info("poll %s: old row versions %s", poll.name, result)
-        for poll in polls:
-            if states.get(poll.name, (False, False))[0] or poll.phase() is not Phase.CLOSED:
-                continue
-            current = poll
-            if not poll.closed:
-                # closesAt passed: stop the stream taking votes, as an explicit close does.
-                closed = await topology.close(js, conn, poll.name, replicas=self.replicas)
-                if closed is None:
-                    continue
-                current = closed
-            if refusal(current, await topology.drain(js, current.name)) is None:
-                await asyncio.to_thread(remix, conn, current)
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            self._conn = storage.connect(self.dsn)
-        return self._conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-        self._conn = None
-
-    async def _connect(self) -> Client:
-        while True:
-            try:
-                return await naming.connect(self.nats_url, name="privpoll-remixer")
-            except Exception as error:
-                log.warning("cannot reach NATS yet (%s); retrying", type(error).__name__)
-                await asyncio.sleep(1)

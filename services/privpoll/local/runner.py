@@ -132,7 +132,7 @@ def children(settings: Settings) -> list[Child]:
         found.append(
             Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid")
         )
-    # Rewrites each poll's rows once it closed and the sinks drained it (remix.Watcher).
+    # Rewrites each poll's rows once it closed and the sinks drained it (privpoll.workers.remixer).
     remixer = [python, "-m", "privpoll", "remixer"]
     found.append(Child("remixer", remixer, logs / "remixer.log", run / "remixer.pid"))
     return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 # The body of a 500: what went wrong is in the log, never in the answer.
@@ -32,3 +33,33 @@ class ApiError(Exception):
         if self.fields:
             error["fields"] = self.fields
         return {"error": error}
+
+
+# How long a client is asked to wait when a server it needs is away.
+RETRY_AFTER = "5"
+
+
+def database_down() -> ApiError:
+    return ApiError(
+        503,
+        "database_unavailable",
+        "the database cannot be reached right now; try again in a few seconds",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+def queue_down() -> ApiError:
+    return ApiError(
+        503,
+        "queue_unavailable",
+        "votes cannot be queued right now; try again in a few seconds",
+        headers={"Retry-After": RETRY_AFTER},
+    )
+
+
+def stack_of(error: BaseException) -> str:
+    """Where ``error`` was raised, frame by frame, for the log of a 500: the files, lines and
+    functions only. Neither the message nor any value is kept, since either may hold a voter
+    id or a choice (docs/design.md, invariant 6)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return "\n".join(f"  {f.filename}:{f.lineno} in {f.name}" for f in frames)

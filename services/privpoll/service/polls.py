@@ -9,24 +9,28 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from privpoll import cluster
 from privpoll.bus.ballot_box import AlreadyVoted, PollClosed, QueueDown
-from privpoll.core import randomness, tokens
+from privpoll.bus.topology import JetStream
+from privpoll.core import tokens
 from privpoll.core.poll import Phase, Poll
 from privpoll.core.results import summarize
 from privpoll.core.spec import NAME_PATTERN, NewPoll, describe, problems
 from privpoll.db import storage
-from privpoll.service.errors import ApiError
-from privpoll.web.app import RETRY_AFTER, services
+from privpoll.db.remix import Remixed
+from privpoll.service import lifecycle
+from privpoll.service.errors import RETRY_AFTER, ApiError, queue_down
+from privpoll.service.services import Services
 
 PROVISION_WAIT = 30.0
+T = TypeVar("T")
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -35,15 +39,6 @@ class Invitation:
     voter: str
     token: str
     url: str
-
-
-def queue_down() -> ApiError:
-    return ApiError(
-        503,
-        "queue_unavailable",
-        "votes cannot be queued right now; try again in a few seconds",
-        headers={"Retry-After": RETRY_AFTER},
-    )
 
 
 def not_found(name: str) -> ApiError:
@@ -56,17 +51,17 @@ def check_name(name: str) -> None:
         raise not_found(name)
 
 
-def stored_poll(name: str) -> Poll:
+def stored_poll(svc: Services, name: str) -> Poll:
     check_name(name)
-    with services().pool.connection() as conn:
+    with svc.pool.connection() as conn:
         poll = storage.get_poll(conn, name)
     if poll is None:
         raise not_found(name)
     return poll
 
 
-def all_polls() -> list[Poll]:
-    with services().pool.connection() as conn:
+def all_polls(svc: Services) -> list[Poll]:
+    with svc.pool.connection() as conn:
         return storage.list_polls(conn)
 
 
@@ -84,29 +79,35 @@ def parse_new_poll(body: Any, *, strict: bool = False) -> NewPoll:
         ) from error
 
 
-def create_poll(new: NewPoll) -> Poll:
-    svc = services()
+def _on_queue(svc: Services, work: Callable[[JetStream], Awaitable[T]]) -> T:
+    """Run a step of the poll's life on this worker's NATS loop (which holds its connection)."""
+
+    async def step() -> T:
+        return await work(await svc.box.jetstream())
+
+    return svc.box.call(step())
+
+
+def create_poll(svc: Services, new: NewPoll) -> Poll:
     if svc.settings.control_plane == "kubernetes":
-        return _create_on_cluster(new)
-    poll = Poll(
-        name=new.name,
-        uid=randomness.new_id(),
-        rules=new.spec.rules(),
-        eligible=len(new.spec.voters.listed),
-    )
+        return _create_on_cluster(svc, new)
+    poll = lifecycle.new_poll(new.name, new.spec)
+    replicas = svc.settings.stream_replicas
     try:
         with svc.pool.connection() as conn:
-            stored = svc.box.call(svc.box.provision(conn, poll, new.spec))
+            stored = _on_queue(
+                svc, lambda js: lifecycle.provision(js, conn, poll, new.spec, replicas=replicas)
+            )
     except QueueDown as error:
         raise queue_down() from error
+    svc.box.remember(stored)
     if stored.uid != poll.uid:
         raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
     return stored
 
 
-def _create_on_cluster(new: NewPoll) -> Poll:
+def _create_on_cluster(svc: Services, new: NewPoll) -> Poll:
     """Create the Poll resource and wait for the operator to provision it."""
-    svc = services()
     try:
         created = cluster.create_resource(svc.settings.namespace, new)
     except Exception as error:
@@ -136,37 +137,59 @@ def _create_on_cluster(new: NewPoll) -> Poll:
     )
 
 
-def close_poll(name: str) -> Poll:
-    stored_poll(name)
-    svc = services()
+def close_poll(svc: Services, name: str) -> Poll:
+    stored_poll(svc, name)
+    replicas = svc.settings.stream_replicas
     try:
         with svc.pool.connection() as conn:
-            closed = svc.box.call(svc.box.close(conn, name))
+            closed = _on_queue(svc, lambda js: lifecycle.close(js, conn, name, replicas=replicas))
     except QueueDown as error:
         raise queue_down() from error
     if closed is None:
         raise not_found(name)
+    svc.box.remember(closed)
     return closed
 
 
-def turnout(poll: Poll) -> dict[str, int]:
+def remix_poll(svc: Services, name: str) -> Remixed:
+    """Rewrite a closed, drained poll's rows with fresh ids in one transaction, then purge."""
+    poll = stored_poll(svc, name)
+    replicas = svc.settings.stream_replicas
+    with svc.pool.connection() as conn:
+        try:
+            return _on_queue(svc, lambda js: lifecycle.remix(js, conn, poll, replicas=replicas))
+        except QueueDown as error:
+            raise ApiError(
+                503,
+                "queue_unavailable",
+                "NATS cannot say whether the sinks drained the poll; try again in a few seconds",
+                headers={"Retry-After": RETRY_AFTER},
+            ) from error
+        except lifecycle.NotReady as refused:
+            retry = {"Retry-After": RETRY_AFTER} if refused.retry else None
+            raise ApiError(409, refused.code, str(refused), headers=retry) from refused
+
+
+def turnout(svc: Services, poll: Poll) -> dict[str, int]:
     """Eligible voters, and the voters and votes the database holds so far."""
-    with services().pool.connection() as conn:
+    with svc.pool.connection() as conn:
         votes, voters, _ = storage.tally(conn, poll.uid)
     return {"eligible": poll.eligible, "voters": voters, "votes": votes}
 
 
-def voter_ids(poll: Poll) -> list[str]:
-    with services().pool.connection() as conn:
+def voter_ids(svc: Services, poll: Poll) -> list[str]:
+    with svc.pool.connection() as conn:
         return storage.voter_ids(conn, poll.name)
 
 
-def each_invitation(poll: Poll, voters: Iterable[str] | None = None) -> Iterator[Invitation]:
+def each_invitation(
+    svc: Services, poll: Poll, voters: Iterable[str] | None = None
+) -> Iterator[Invitation]:
     """The invitations of ``voters`` (all the poll's if None) one by one, made as they are
     read: a poll of 100,000 voters is never held as 100,000 invitations at once (they take
     about 2 s of CPU to make). The voter list is read before this returns."""
-    settings = services().settings
-    chosen = voter_ids(poll) if voters is None else voters
+    settings = svc.settings
+    chosen = voter_ids(svc, poll) if voters is None else voters
 
     def made() -> Iterator[Invitation]:
         for voter in chosen:
@@ -177,13 +200,12 @@ def each_invitation(poll: Poll, voters: Iterable[str] | None = None) -> Iterator
     return made()
 
 
-def voted(poll: Poll) -> set[str]:
+def voted(svc: Services, poll: Poll) -> set[str]:
     """The voters who voted, never what: stored ones and, in ``prevent`` mode, queued ones.
 
     Votes reach the database in mixed batches, so the stored voters lag behind; the
     reservations of ``prevent`` mode are there as soon as a vote is accepted.
     """
-    svc = services()
     with svc.pool.connection() as conn:
         found = storage.voted(conn, poll.uid)
     try:
@@ -193,24 +215,23 @@ def voted(poll: Poll) -> set[str]:
     if reserved:
         found |= {
             voter
-            for voter in voter_ids(poll)
+            for voter in voter_ids(svc, poll)
             if tokens.reservation_key(poll.uid, voter) in reserved
         }
     return found
 
 
-def accepted_voters(poll: Poll) -> int | None:
+def accepted_voters(svc: Services, poll: Poll) -> int | None:
     """How many voters have a vote accepted, counted from reservations; None if unknown."""
     if poll.rules.duplicates != "prevent":
         return None
-    svc = services()
     try:
         return len(svc.box.call(svc.box.reserved(poll)))
     except QueueDown:
         return None
 
 
-def results_of(poll: Poll, *, admin: bool) -> dict[str, Any]:
+def results_of(svc: Services, poll: Poll, *, admin: bool) -> dict[str, Any]:
     """The results document; before close only the admin sees an ``afterClose`` poll's."""
     phase = poll.phase()
     hidden = poll.rules.results.visibility == "afterClose" and phase is not Phase.CLOSED
@@ -220,15 +241,14 @@ def results_of(poll: Poll, *, admin: bool) -> dict[str, Any]:
             "results_not_public_yet",
             "this poll shows its results after it closes (the admin token sees them now)",
         )
-    with services().pool.connection() as conn:
+    with svc.pool.connection() as conn:
         votes, voters, stored = storage.tally(conn, poll.uid)
     return summarize(poll.rules, phase.value, votes, voters, stored)
 
 
-def open_ballot(name: str, voter: str, token: str) -> Poll:
+def open_ballot(svc: Services, name: str, voter: str, token: str) -> Poll:
     """The poll a voter may vote in now with this invitation, or the reason why not."""
     check_name(name)
-    svc = services()
     poll = svc.box.recent(name)
     if poll is None:
         try:
@@ -250,16 +270,15 @@ def open_ballot(name: str, voter: str, token: str) -> Poll:
     return poll
 
 
-def has_voted(poll: Poll, voter: str) -> bool:
+def has_voted(svc: Services, poll: Poll, voter: str) -> bool:
     """Whether this voter's vote was accepted already (``prevent`` mode; else False)."""
-    svc = services()
     try:
         return svc.box.call(svc.box.has_voted(poll, voter))
     except QueueDown as error:
         raise queue_down() from error
 
 
-def cast(poll: Poll, voter: str, choice: str) -> None:
+def cast(svc: Services, poll: Poll, voter: str, choice: str) -> None:
     """Queue one vote durably (the voter and token were checked by ``open_ballot``)."""
     if choice not in poll.rules.choices:
         raise ApiError(
@@ -267,7 +286,6 @@ def cast(poll: Poll, voter: str, choice: str) -> None:
             "invalid_choice",
             f"choice {choice!r} is not one of {', '.join(poll.rules.choices)}",
         )
-    svc = services()
     try:
         svc.box.call(svc.box.cast(poll, voter, choice))
     except AlreadyVoted as error:

@@ -8,7 +8,6 @@ a script hammering the vote endpoint or guessing the admin token, without shared
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -16,28 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from privpoll.service.errors import ApiError
-
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h)\s*$")
-_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-OFF = ("", "0", "off")
-
-
-@dataclass(frozen=True)
-class Rate:
-    """``count`` requests per ``period`` seconds, all of them at once if need be."""
-
-    count: int
-    period: float
-
-    @classmethod
-    def parse(cls, text: str) -> Rate | None:
-        """``60/m``, ``5/s`` or ``100/h``; ``off`` (or ``0``) means no limit."""
-        if text.strip().lower() in OFF:
-            return None
-        match = _RATE.match(text)
-        if not match or int(match.group(1)) == 0:
-            raise ValueError(f"{text!r} is not a rate: write e.g. 60/m, 5/s, 100/h or off")
-        return cls(int(match.group(1)), _PERIODS[match.group(2)])
+from privpoll.settings import Rate
 
 
 @dataclass

@@ -9,15 +9,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from privpoll.bus import topology
-from privpoll.bus.ballot_box import QueueDown
 from privpoll.core import tokens
-from privpoll.core.poll import Phase
-from privpoll.db import remix, storage
 from privpoll.service import polls, ratelimit
 from privpoll.service.errors import ApiError
 from privpoll.web import vote_route
-from privpoll.web.app import client_address, services
+from privpoll.web.context import client_address, services
 from privpoll.web.openapi import document
 from privpoll.web.request_body import read_json
 
@@ -91,33 +87,38 @@ def openapi() -> Response:
 @api.post("/api/v1/polls")
 def create_poll() -> tuple[Response, int]:
     _require_admin()
-    stored = polls.create_poll(polls.parse_new_poll(_json_body(), strict=True))
+    stored = polls.create_poll(services(), polls.parse_new_poll(_json_body(), strict=True))
     return jsonify(stored.summary()), 201
 
 
 @api.get("/api/v1/polls")
 def list_polls() -> Response:
     _require_admin()
-    return jsonify([{**p.summary(), "turnout": polls.turnout(p)} for p in polls.all_polls()])
+    return jsonify(
+        [
+            {**p.summary(), "turnout": polls.turnout(services(), p)}
+            for p in polls.all_polls(services())
+        ]
+    )
 
 
 @api.get("/api/v1/polls/<name>")
 def get_poll(name: str) -> Response:
-    poll = polls.stored_poll(name)
-    return jsonify({**poll.summary(), "turnout": polls.turnout(poll)})
+    poll = polls.stored_poll(services(), name)
+    return jsonify({**poll.summary(), "turnout": polls.turnout(services(), poll)})
 
 
 @api.post("/api/v1/polls/<name>/close")
 def close_poll(name: str) -> Response:
     _require_admin()
-    closed = polls.close_poll(name)
-    return jsonify({**closed.summary(), "turnout": polls.turnout(closed)})
+    closed = polls.close_poll(services(), name)
+    return jsonify({**closed.summary(), "turnout": polls.turnout(services(), closed)})
 
 
 @api.get("/api/v1/polls/<name>/invitations")
 def invitations(name: str) -> Response:
     _require_admin()
-    found = polls.each_invitation(polls.stored_poll(name))
+    found = polls.each_invitation(services(), polls.stored_poll(services(), name))
     items = ({"voter": i.voter, "token": i.token, "url": i.url} for i in found)
     return Response(_json_array(items), mimetype="application/json")
 
@@ -144,38 +145,13 @@ def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
 
 @api.get("/api/v1/polls/<name>/results")
 def results(name: str) -> Response:
-    return jsonify(polls.results_of(polls.stored_poll(name), admin=_is_admin()))
+    return jsonify(
+        polls.results_of(services(), polls.stored_poll(services(), name), admin=_is_admin())
+    )
 
 
 @api.post("/api/v1/polls/<name>/remix")
 def remix_poll(name: str) -> Response:
     """Rewrite a closed, drained poll's rows with fresh ids in one transaction, then vacuum."""
     _require_admin()
-    polls.check_name(name)
-    svc = services()
-
-    async def drain() -> topology.Drain:
-        return await topology.drain(await svc.box.jetstream(), name)
-
-    with svc.pool.connection() as conn:
-        poll = storage.get_poll(conn, name)
-        if poll is None:
-            raise ApiError(404, "poll_not_found", f"there is no poll named {name!r}")
-        try:
-            if poll.phase() is Phase.CLOSED and not poll.closed:
-                # closesAt passed: the stream must stop taking votes before the rewrite.
-                poll = svc.box.call(svc.box.close(conn, name)) or poll
-            state = svc.box.call(drain())
-        except QueueDown as error:
-            raise ApiError(
-                503,
-                "queue_unavailable",
-                "NATS cannot say whether the sinks drained the poll; try again in a few seconds",
-                headers={"Retry-After": "5"},
-            ) from error
-        refused = remix.refusal(poll, state)
-        if refused is not None:
-            retry = {"Retry-After": "5"} if refused.retry else None
-            raise ApiError(409, refused.code, str(refused), headers=retry)
-        done = remix.remix(conn, poll)
-    return jsonify(done.to_json())
+    return jsonify(polls.remix_poll(services(), name).to_json())

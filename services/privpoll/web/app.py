@@ -3,114 +3,24 @@
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import weakref
 from datetime import timedelta
 
 import psycopg
-from flask import Flask, Request, Response, current_app, jsonify, render_template, request
+from flask import Flask, Request, Response, jsonify, render_template, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from privpoll.bus.ballot_box import BallotBox
 from privpoll.core.tokens import derived_key
-from privpoll.service.errors import INTERNAL, ApiError
-from privpoll.service.metrics import Metrics
-from privpoll.service.ratelimit import Limiter, Rate
+from privpoll.service.errors import INTERNAL, ApiError, database_down, stack_of
+from privpoll.service.services import Services
 from privpoll.settings import Settings
+from privpoll.web.api import api
+from privpoll.web.pages import pages
+from privpoll.web.request_body import guard_input
+from privpoll.web.vote_route import VoteRoute
 
 log = logging.getLogger(__name__)
-
-RETRY_AFTER = "5"
-
-
-class Services:
-    """Connections of one worker process, opened on first use, i.e. after gunicorn forks."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.metrics = Metrics()
-        self.votes = Limiter(Rate.parse(settings.vote_rate_limit))
-        # Counts wrong admin tokens only, on the sign-in page and on the API alike.
-        self.signins = Limiter(Rate.parse(settings.signin_rate_limit))
-        self._lock = threading.Lock()
-        self._box: BallotBox | None = None
-        self._pool: ConnectionPool | None = None
-        _EVERY.add(self)
-
-    def _forget(self) -> None:
-        """In a forked child: the parent's connections are the parent's; open our own."""
-        self._lock = threading.Lock()
-        self._box = None
-        self._pool = None
-
-    def _ensure(self) -> None:
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._box = BallotBox(
-                        self.settings.nats_url,
-                        publish_timeout=self.settings.publish_timeout,
-                        replicas=self.settings.stream_replicas,
-                    )
-                    self._pool = ConnectionPool(
-                        self.settings.database_url,
-                        min_size=1,
-                        max_size=8,
-                        kwargs={"autocommit": True},
-                        timeout=5,
-                        # After a database restart the pooled connections are dead: test each
-                        # one before handing it out instead of failing the request.
-                        check=ConnectionPool.check_connection,
-                        open=True,
-                        name="privpoll-ingest",
-                    )
-
-    @property
-    def box(self) -> BallotBox:
-        self._ensure()
-        assert self._box is not None
-        return self._box
-
-    @property
-    def pool(self) -> ConnectionPool:
-        self._ensure()
-        assert self._pool is not None
-        return self._pool
-
-
-# Every Services of this process, so a forked child (a gunicorn worker) starts afresh.
-_EVERY: weakref.WeakSet[Services] = weakref.WeakSet()
-
-
-def _forget_all() -> None:
-    for svc in list(_EVERY):
-        svc._forget()
-
-
-os.register_at_fork(after_in_child=_forget_all)
-
-
-def services() -> Services:
-    found: Services = current_app.extensions["privpoll"]
-    return found
-
-
-def client_address() -> str:
-    """Who sent the request, for rate limits (behind ``proxy_hops`` trusted proxies)."""
-    return request.remote_addr or "unknown"
-
-
-def database_down() -> ApiError:
-    return ApiError(
-        503,
-        "database_unavailable",
-        "the database cannot be reached right now; try again in a few seconds",
-        headers={"Retry-After": RETRY_AFTER},
-    )
 
 
 class PagesSessions(SecureCookieSessionInterface):
@@ -130,10 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.admin_token or not settings.secret:
         raise RuntimeError("set PRIVPOLL_ADMIN_TOKEN and PRIVPOLL_SECRET (privpoll up does)")
     app = Flask(__name__)
-    app.extensions["privpoll"] = Services(settings)
-    from privpoll.web.request_body import guard_input
-    from privpoll.web.vote_route import VoteRoute
-
+    svc = app.extensions["privpoll"] = Services(settings)
     # Votes skip Flask's request machinery (privpoll.web.vote_route); behind the proxy fix, so
     # that their rate limit sees the client's address too.
     app.wsgi_app = VoteRoute(app, app.wsgi_app)  # type: ignore[method-assign]
@@ -154,15 +61,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
     )
 
-    from privpoll.web.api import api
-    from privpoll.web.pages import pages
-
     app.register_blueprint(api)
     app.register_blueprint(pages)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> tuple[Response, int, dict[str, str]]:
-        services().metrics.count("privpoll_api_errors_total", code=error.code)
+        svc.metrics.count("privpoll_api_errors_total", code=error.code)
         return jsonify(error.body()), error.status, error.headers
 
     @app.errorhandler(HTTPException)
@@ -187,7 +91,7 @@ def create_app(settings: Settings | None = None) -> Flask:
             "database unavailable on %s %s (%s)", request.method, request.path, type(error).__name__
         )
         problem = database_down()
-        services().metrics.count("privpoll_api_errors_total", code=problem.code)
+        svc.metrics.count("privpoll_api_errors_total", code=problem.code)
         if _wants_page():
             page = render_template(
                 "error.html", title="Try again in a moment", message=problem.message
@@ -197,7 +101,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> tuple[Response | str, int]:
-        log.error("unexpected %s on %s %s", type(error).__name__, request.method, request.path)
+        log.error(
+            "unexpected %s on %s %s\n%s",
+            type(error).__name__,
+            request.method,
+            request.path,
+            stack_of(error),
+        )
         if _wants_page():
             message = "Something went wrong on the server; its log has more. Please try again."
             return render_template("error.html", title="Server error", message=message), 500

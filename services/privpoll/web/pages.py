@@ -35,8 +35,8 @@ from privpoll.core.results import expected_margin
 from privpoll.service import polls
 from privpoll.service.errors import ApiError
 from privpoll.service.ratelimit import retry_after
-from privpoll.web.app import client_address, services
 from privpoll.web.chart import bar_chart
+from privpoll.web.context import client_address, services
 from privpoll.web.forms import CUSTOM, PRESETS, PollForm, VoterListError, decode_upload
 
 pages = Blueprint("pages", __name__)
@@ -203,7 +203,7 @@ def signout() -> WebResponse:
 @pages.get("/polls")
 @admin_page
 def poll_list() -> tuple[str, int]:
-    rows = [(poll, len(polls.voted(poll))) for poll in polls.all_polls()]
+    rows = [(poll, len(polls.voted(services(), poll))) for poll in polls.all_polls(services())]
     return page("polls.html", rows=rows)
 
 
@@ -267,7 +267,7 @@ def create_poll() -> WebResponse | tuple[str, int]:
         if found or form.problems:
             return _form_page(form.with_problems(found), 400)
         try:
-            poll = polls.create_poll(new)
+            poll = polls.create_poll(services(), new)
         except ApiError as error:
             if error.code == "poll_exists" and form.derived_name:
                 continue
@@ -289,9 +289,9 @@ def _schedule(poll: Poll) -> dict[str, Any]:
 @pages.get("/polls/<name>")
 @admin_page
 def poll_page(name: str) -> tuple[str, int]:
-    poll = polls.stored_poll(name)
-    voters = polls.voter_ids(poll)
-    voted = polls.voted(poll)
+    poll = polls.stored_poll(services(), name)
+    voters = polls.voter_ids(services(), poll)
+    voted = polls.voted(services(), poll)
     waiting = [voter for voter in voters if voter not in voted]
     return page(
         "poll.html",
@@ -299,11 +299,11 @@ def poll_page(name: str) -> tuple[str, int]:
         phase=poll.phase(),
         schedule=_schedule(poll),
         # Only the invitations shown are made (the CSV and the API list them all).
-        invitations=list(polls.each_invitation(poll, voters[:SHOWN_INVITATIONS])),
+        invitations=list(polls.each_invitation(services(), poll, voters[:SHOWN_INVITATIONS])),
         hidden_invitations=max(len(voters) - SHOWN_INVITATIONS, 0),
         voted=len(voted),
         waiting=waiting,
-        stored=polls.turnout(poll),
+        stored=polls.turnout(services(), poll),
         Phase=Phase,
     )
 
@@ -311,16 +311,20 @@ def poll_page(name: str) -> tuple[str, int]:
 @pages.get("/polls/<name>/turnout.json")
 @admin_page
 def turnout(name: str) -> WebResponse:
-    poll = polls.stored_poll(name)
+    poll = polls.stored_poll(services(), name)
     return jsonify(
-        {"phase": poll.phase().value, "voted": len(polls.voted(poll)), "eligible": poll.eligible}
+        {
+            "phase": poll.phase().value,
+            "voted": len(polls.voted(services(), poll)),
+            "eligible": poll.eligible,
+        }
     )
 
 
 @pages.post("/polls/<name>/close")
 @admin_page
 def close_poll(name: str) -> WebResponse:
-    polls.close_poll(name)
+    polls.close_poll(services(), name)
     return redirect(url_for("pages.poll_page", name=name), 303)
 
 
@@ -349,9 +353,9 @@ def _csv(rows: Iterable[list[str]], filename: str) -> WebResponse:
 @pages.get("/polls/<name>/invitations.csv")
 @admin_page
 def invitations_csv(name: str) -> WebResponse:
-    poll = polls.stored_poll(name)
+    poll = polls.stored_poll(services(), name)
     rows = itertools.chain(
-        [["voter", "url"]], ([i.voter, i.url] for i in polls.each_invitation(poll))
+        [["voter", "url"]], ([i.voter, i.url] for i in polls.each_invitation(services(), poll))
     )
     return _csv(rows, f"{name}-invitations.csv")
 
@@ -360,15 +364,15 @@ def invitations_csv(name: str) -> WebResponse:
 
 
 def _results(name: str) -> tuple[Poll, dict[str, Any]]:
-    poll = polls.stored_poll(name)
-    return poll, polls.results_of(poll, admin=signed_in())
+    poll = polls.stored_poll(services(), name)
+    return poll, polls.results_of(services(), poll, admin=signed_in())
 
 
 @pages.get("/polls/<name>/results")
 def results_page(name: str) -> tuple[str, int]:
-    poll = polls.stored_poll(name)
+    poll = polls.stored_poll(services(), name)
     try:
-        found = polls.results_of(poll, admin=signed_in())
+        found = polls.results_of(services(), poll, admin=signed_in())
     except ApiError as error:
         if error.code != "results_not_public_yet":
             raise
@@ -377,7 +381,7 @@ def results_page(name: str) -> tuple[str, int]:
     n, stored = votes["total"], votes["storedBallots"]
     p = poll.rules.replacement_probability()
     margin = expected_margin(n, len(poll.rules.choices), (stored - n) / n, p) if n else 0.0
-    accepted = polls.accepted_voters(poll)
+    accepted = polls.accepted_voters(services(), poll)
     unwritten = max(accepted - votes["uniqueVoters"], 0) if accepted is not None else 0
     return page(
         "results.html",
@@ -424,7 +428,7 @@ def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
     }
     poll = None
     if error.code in ("poll_closed", "poll_not_open", "already_voted"):
-        poll = polls.stored_poll(name)
+        poll = polls.stored_poll(services(), name)
     return page(
         "vote_problem.html",
         error.status,
@@ -464,8 +468,8 @@ def ballot(name: str) -> Any:
             ApiError(400, "invalid_token", "this link lacks its voter or token"), name
         )
     try:
-        poll = polls.open_ballot(name, voter, token)
-        if polls.has_voted(poll, voter):
+        poll = polls.open_ballot(services(), name, voter, token)
+        if polls.has_voted(services(), poll, voter):
             raise ApiError(409, "already_voted", "this invitation has been used to vote")
     except ApiError as error:
         return _ballot_problem(error, name)
@@ -481,13 +485,13 @@ def cast(name: str) -> Any:
     token = request.form.get("token", "")
     choice = request.form.get("choice", "")
     try:
-        poll = polls.open_ballot(name, voter, token)
+        poll = polls.open_ballot(services(), name, voter, token)
     except ApiError as error:
         return _ballot_problem(error, name)
     if not choice:
         return _ballot_page(poll, voter, token, "Pick one of the choices, then vote.", 400)
     try:
-        polls.cast(poll, voter, choice)
+        polls.cast(services(), poll, voter, choice)
     except ApiError as error:
         if error.code == "invalid_choice":
             return _ballot_page(poll, voter, token, "Pick one of the choices shown.", 400)
@@ -506,5 +510,5 @@ def cast(name: str) -> Any:
 
 @pages.get("/vote/<name>/done")
 def voted(name: str) -> tuple[str, int]:
-    poll = polls.stored_poll(name)
+    poll = polls.stored_poll(services(), name)
     return page("voted.html", poll=poll, results_open=_results_open(poll))

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from privpoll.core.spec import describe, problems
 from privpoll.service import polls, ratelimit
-from privpoll.service.errors import INTERNAL, ApiError
-from privpoll.web.app import Services
+from privpoll.service.errors import INTERNAL, ApiError, stack_of
+from privpoll.service.services import Services
 from privpoll.web.pages import SECURITY_HEADERS
 from privpoll.web.request_body import StartResponse, WsgiApp, read_json
 
@@ -60,14 +60,18 @@ class VoteRoute:
         name = found.group(1).encode("latin-1").decode("utf-8", "replace")
         status, body, headers = 202, QUEUED, [("Content-Type", "application/json")]
         try:
-            with self.app.app_context():
-                self._vote(environ, name)
+            self._vote(environ, name)
         except ApiError as error:
             self.services.metrics.count("privpoll_api_errors_total", code=error.code)
             status, body = error.status, _json(error.body())
             headers.extend(error.headers.items())
         except Exception as error:
-            log.error("unexpected %s on POST %s", type(error).__name__, environ.get("PATH_INFO"))
+            log.error(
+                "unexpected %s on POST %s\n%s",
+                type(error).__name__,
+                environ.get("PATH_INFO"),
+                stack_of(error),
+            )
             status = 500
             body = _json(INTERNAL)
         headers.extend(SECURITY_HEADERS)
@@ -90,8 +94,8 @@ class VoteRoute:
             raise ApiError(
                 400, "invalid_vote", describe(found), fields=[p.model_dump() for p in found]
             ) from error
-        poll = polls.open_ballot(name, ballot.voter, ballot.token)
-        polls.cast(poll, ballot.voter, ballot.choice)
+        poll = polls.open_ballot(self.services, name, ballot.voter, ballot.token)
+        polls.cast(self.services, poll, ballot.voter, ballot.choice)
 
 
 def _json(value: Any) -> bytes:

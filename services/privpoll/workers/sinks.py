@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from nats.aio.client import Client
-from nats.errors import TimeoutError as NatsTimeout
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
 from privpoll.bus import naming, topology
-from privpoll.bus.puller import Puller
+from privpoll.bus.puller import NoAnswer, Puller
 from privpoll.bus.registry import Registry
+from privpoll.bus.topology import JetStream
 from privpoll.bus.wire import IN_PROGRESS, TERMINATE, Connection, Delivery
 from privpoll.core import envelope, randomness
 from privpoll.core.envelope import ReadEnvelope
@@ -126,14 +125,14 @@ class PollSink:
     def __init__(
         self,
         role: naming.Role,
-        nc: Client,
+        js: JetStream,
         wire: Connection,
         connections: ConnectionPool[psycopg.Connection[Any]],
         registry: Registry,
         poll: Poll,
     ) -> None:
         self.role = role
-        self.js = nc.jetstream()
+        self.js = js
         self.wire = wire
         self.connections = connections
         self.registry = registry
@@ -215,7 +214,7 @@ class PollSink:
             return await puller.fetch(
                 self.capacity - held, timeout=SHORT_FETCH if short else FETCH_TIMEOUT
             )
-        except NatsTimeout:
+        except NoAnswer:
             return []
         except Exception as error:  # NATS restarting: keep the batch, try again
             log.warning(
@@ -225,16 +224,12 @@ class PollSink:
             return []
 
     async def _all_stored(self) -> bool:
-        """The stream takes no more votes and holds nothing for this sink: nothing pending,
-        nothing delivered and unacked (a lost ack would come back as a redelivery)."""
-        stream = naming.stream(self.poll.name)
+        """The stream takes no more votes and holds nothing for this sink."""
         try:
-            info = await self.js.stream_info(stream)
-            consumer = await self.js.consumer_info(stream, naming.consumer(self.role))
+            return await topology.stored_by(self.js, self.poll.name, self.role)
+        # Any error of NATS (away, the stream deleted meanwhile) means "not known to be".
         except Exception:
             return False
-        taking = naming.subject(self.poll.name) in (info.config.subjects or [])
-        return not taking and not consumer.num_pending and not consumer.num_ack_pending
 
     @property
     def capacity(self) -> int:
@@ -370,8 +365,7 @@ class Sink:
         self.finished: dict[str, tuple[uuid.UUID, float]] = {}
 
     async def run(self) -> None:
-        nc, wire = await self._connect()
-        js = nc.jetstream()
+        js, wire = await self._connect()
         # One small pool for every poll this process serves: a sink of a hundred polls
         # holds a few connections, not a hundred.
         connections: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
@@ -402,7 +396,7 @@ class Sink:
                         self.finished[name] = (poll.uid, time.monotonic())
                     elif poll is not None:
                         self.finished.pop(name, None)
-                        worker = PollSink(self.role, nc, wire, connections, registry, poll)
+                        worker = PollSink(self.role, js, wire, connections, registry, poll)
                         self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
 
@@ -417,20 +411,13 @@ class Sink:
             log.info("%s sink of %s: every envelope stored; done with it", self.role, name)
             self.finished[name] = (worker.poll.uid, time.monotonic())
 
-    async def _connect(self) -> tuple[Client, Connection]:
-        """nats-py's connection for JetStream's API, and the pull connection beside it."""
+    async def _connect(self) -> tuple[JetStream, Connection]:
+        """nats-py's JetStream API, and the pull connection beside it."""
         name = f"privpoll-sink-{self.role}"
         wire = Connection(self.nats_url, name=f"{name}-pulls")  # a URL it cannot use raises
-        nc: Client | None = None
-        while True:
-            try:
-                if nc is None:
-                    nc = await naming.connect(self.nats_url, name=name)
-                await wire.open()
-                return nc, wire
-            except Exception as error:
-                log.warning("cannot reach NATS yet (%s); retrying", type(error).__name__)
-                await asyncio.sleep(1)
+        nc = await naming.until_reached(lambda: naming.connect(self.nats_url, name), self.nats_url)
+        await naming.until_reached(wire.open, self.nats_url)
+        return nc.jetstream(), wire
 
     async def _names(self, registry: Registry) -> list[str]:
         if self.only is not None:
