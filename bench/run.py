@@ -194,7 +194,7 @@ def commands(seconds: int, argv: list[str]) -> list[str]:
         "make bench                      # installs wrk and matplotlib if missing, then:",
         f"python -m bench.run {shown}",
         "",
-        "# every server, with only the app differing (privpoll.local.runner.gunicorn_argv):",
+        "# every server, with only the app differing (privpoll.web.gunicorn_conf):",
         shlex.join(servers.shown_argv("APP")),
         "# every load run (bench.load; RATE=... for the paced runs):",
         load.command(seconds),

@@ -63,9 +63,11 @@ def web_settings(port: int) -> Settings:
 
 def shown_argv(app: str) -> list[str]:
     """The gunicorn command line as the docs show it (no path of this machine, no port)."""
-    argv = gunicorn_argv(web_settings(0), app)
+    argv = gunicorn_argv(app)
     argv[0] = "python"
-    return [("127.0.0.1:PORT" if arg == "127.0.0.1:0" else arg) for arg in argv]
+    settings = web_settings(0).to_env()
+    shown = {k: v.replace("127.0.0.1:0", "127.0.0.1:PORT") for k, v in settings.items()}
+    return [f"{k}={v}" for k, v in shown.items() if k != "PRIVPOLL_DATA_DIR"] + argv
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -99,8 +101,9 @@ def app(
     port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            gunicorn_argv(web_settings(port), target),
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            gunicorn_argv(target),
+            env={**env, **web_settings(port).to_env()}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )  # fmt: skip
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), f"{target} answering")

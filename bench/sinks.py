@@ -38,7 +38,7 @@ from privpoll.core.poll import Poll
 from privpoll.core.spec import PollSpec
 from privpoll.db import storage
 from privpoll.service import lifecycle
-from privpoll.workers.sinks import MAX_BATCH
+from privpoll.workers.mixing import MAX_BATCH
 
 POLL = "sink-bench"
 # The poll is closed before the sink starts, so it writes full batches; a small maxWait

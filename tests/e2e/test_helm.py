@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from privpoll.local.embedded import nats_server_binary
+from privpoll.settings import Settings
 from privpoll_operator import crd
 from tests.e2e.controlplane import ROOT, ControlPlane
 from tests.e2e.helm import CHART, Helm, helm, secret_data
@@ -124,17 +125,20 @@ def test_default_install_is_one_node_of_each_and_insecure_only_inside(helm: Helm
 
 
 def test_the_ingest_runs_gevent_workers_unless_told_gthread(helm: Helm) -> None:
-    def args(*values: str) -> list[str]:
+    def settings(*values: str) -> Settings:
         ingest = pod_spec(named(helm.template(*values), "Deployment", "-ingest"))
-        found: list[str] = ingest["containers"][0]["args"]
-        return found
+        container = ingest["containers"][0]
+        # The one configuration of privpoll up and the image, its settings from the env.
+        assert container["command"] == ["gunicorn", "--config", "python:privpoll.web.gunicorn_conf"]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        return Settings.from_env(env)
 
-    default = args()
-    assert "--worker-class=gevent" in default
-    assert not [a for a in default if a.startswith("--threads")], "threads mean nothing to gevent"
-    threaded = args("--set", "ingest.workerClass=gthread", "--set", "ingest.threads=8")
-    assert "--worker-class=gthread" in threaded
-    assert "--threads=8" in threaded
+    default = settings()
+    assert default.ingest_worker_class == "gevent"
+    assert default.http_addr == "0.0.0.0:8000"
+    threaded = settings("--set", "ingest.workerClass=gthread", "--set", "ingest.threads=8")
+    assert threaded.ingest_worker_class == "gthread"
+    assert threaded.ingest_threads == 8
 
 
 def test_production_values_give_a_tls_cockroachdb_and_a_nats_cluster(helm: Helm) -> None:

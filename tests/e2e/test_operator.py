@@ -135,11 +135,10 @@ def start_operator_as(procs: Processes, command: Command) -> int:
     return port
 
 
-def ingest_argv(port: int) -> list[str]:
-    """The ingest as `privpoll up` starts it, one worker on ``port``."""
-    return gunicorn_argv(
-        Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1), "privpoll.web.app:create_app()"
-    )
+def ingest_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The ingest as `privpoll up` starts it, one worker on ``port``: its command line and
+    the settings it takes from the environment."""
+    return gunicorn_argv(), Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1).to_env()
 
 
 def _ok(url: str) -> bool:
@@ -248,7 +247,8 @@ def admin_setup(plane: ControlPlane, nats: NatsServer, postgres: PostgresServer)
             "PRIVPOLL_ADMIN_TOKEN": ADMIN,
             "PRIVPOLL_SECRET": "operator-test-secret",
         }
-        return ingest_argv(port), env
+        argv, settings = ingest_command(port)
+        return argv, {**env, **settings}
 
     operator = admin_operator(operator_env(plane, nats, postgres))
     return Setup("default", IMAGE, operator, ingest, ADMIN)
@@ -504,11 +504,8 @@ def test_the_api_creates_poll_resources_on_kubernetes(
         PRIVPOLL_CONTROL_PLANE="kubernetes",
         PRIVPOLL_NAMESPACE="default",
     )
-    procs.start(
-        "ingest",
-        ingest_argv(port),
-        env,
-    )
+    argv, settings = ingest_command(port)
+    procs.start("ingest", argv, {**env, **settings})
     wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     body = {

@@ -88,35 +88,14 @@ class Child:
         self.pid_path.unlink(missing_ok=True)
 
 
-def gunicorn_argv(settings: Settings, app: str) -> list[str]:
-    """The ingest's gunicorn command line serving ``app``; the benchmark serves its comparison
-    apps with exactly this, so that only the app differs."""
-    threads = ["--threads", str(settings.ingest_threads)]
-    return [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--worker-class",
-        settings.ingest_worker_class,
-        "--workers",
-        str(settings.ingest_workers),
-        *(threads if settings.ingest_worker_class == "gthread" else []),
-        "--bind",
-        settings.http_addr,
-        "--graceful-timeout",
-        "5",
-        "--access-logfile",
-        "-",
-        # The path only (invitation links carry their token in the query string), written
-        # without gunicorn's per-request table of every field (privpoll.web.access_log).
-        "--logger-class",
-        "privpoll.web.access_log.AccessLog",
-        # gunicorn 25.1+ opens a control socket at one path in the home folder by default,
-        # which each new server takes from the one before (privpoll up twice, the
-        # benchmark's servers, the tests'); nothing of privpoll uses it.
-        "--no-control-socket",
-        app,
-    ]
+CONFIG = "python:privpoll.web.gunicorn_conf"
+
+
+def gunicorn_argv(app: str | None = None) -> list[str]:
+    """The ingest's gunicorn command line (privpoll.web.gunicorn_conf), serving ``app`` if
+    given (the benchmark serves its comparison apps so, that only the app differs). Its
+    settings come from the environment: run it with ``settings.to_env()``."""
+    return [sys.executable, "-m", "gunicorn", "--config", CONFIG, *([app] if app else [])]
 
 
 def children(settings: Settings) -> list[Child]:
@@ -125,7 +104,7 @@ def children(settings: Settings) -> list[Child]:
     logs.mkdir(parents=True, exist_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     python = sys.executable
-    ingest = gunicorn_argv(settings, "privpoll.web.app:create_app()")
+    ingest = gunicorn_argv()
     found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid")]
     for role in naming.ROLES:
         argv = [python, "-m", "privpoll", "sink", role]

@@ -37,14 +37,10 @@ from privpoll.core import envelope, randomness
 from privpoll.core.envelope import ReadEnvelope
 from privpoll.core.poll import Phase, Poll
 from privpoll.db import storage
+from privpoll.workers.mixing import MixingRule
 
 log = logging.getLogger(__name__)
 
-# Envelopes a sink holds and writes at most at once (a backlog drains in batches this big):
-# draining 300,000 ballot rows, batches of 5,000 ran at 141,000-146,000 rows/s against
-# 108,000-125,000 for 2,000 (fewer commits, pulls and turns of the loop per row), for about
-# 13 MB more at the peak (83 MB against 70).
-MAX_BATCH = 5000
 FETCH_TIMEOUT = 1.0
 SHORT_FETCH = 0.05
 SMALL_FETCH = 100
@@ -188,8 +184,13 @@ class PollSink:
                             else written.progressed_at,
                         )
                 drained = closing and not messages
-                if writing is None and self._due(batch, drained=drained):
-                    write, batch = batch.split(0 if drained else self.poll.rules.mixing.min_batch)
+                rule = self.rule
+                if writing is None and rule.due(
+                    len(batch), batch.ready_at, time.monotonic(), drained=drained
+                ):
+                    write, batch = batch.split(
+                        len(batch) - rule.to_write(len(batch), drained=drained)
+                    )
                     writing = (write, asyncio.create_task(self._flush(write)))
                 await self._keep_alive(batch)
                 if drained and not batch and writing is None and await self._all_stored():
@@ -232,9 +233,13 @@ class PollSink:
             return False
 
     @property
+    def rule(self) -> MixingRule:
+        return MixingRule.of(self.poll.rules.mixing)
+
+    @property
     def capacity(self) -> int:
         """Envelopes held at most: enough to write minBatch and still hold minBatch back."""
-        return max(MAX_BATCH, 2 * self.poll.rules.mixing.min_batch)
+        return self.rule.capacity
 
     async def _take(self, batch: Batch, messages: list[Delivery]) -> None:
         to_rows = ROWS[self.role]
@@ -256,11 +261,10 @@ class PollSink:
                 self.wire.acknowledge([msg], TERMINATE)
                 continue
             batch.items.append((msg, to_rows(read)))
-        # Ready once it can write minBatch envelopes and hold minBatch back; then a jittered
-        # wait for more, drawn by each sink on its own.
-        if batch.ready_at is None and len(batch) >= 2 * self.poll.rules.mixing.min_batch:
-            wait = self.poll.rules.mixing.max_wait_seconds
-            batch.ready_at = time.monotonic() + wait * randomness.system.uniform(0.25, 1.0)
+        if batch.ready_at is None:
+            batch.ready_at = self.rule.ready_at(
+                len(batch), time.monotonic(), randomness.system.random()
+            )
 
     def _pause(self, batch: Batch) -> float:
         """How long a trickle is left to gather before the next pull. A ready batch is
@@ -271,13 +275,6 @@ class PollSink:
         if batch.ready_at is None:
             return longest
         return min(max(batch.ready_at - time.monotonic(), 0.0), longest)
-
-    def _due(self, batch: Batch, *, drained: bool) -> bool:
-        if not batch:
-            return False
-        if drained or len(batch) >= self.capacity:
-            return True
-        return batch.ready_at is not None and time.monotonic() >= batch.ready_at
 
     async def _flush(self, batch: Batch) -> bool:
         rows = batch.rows
