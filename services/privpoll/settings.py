@@ -46,7 +46,7 @@ class Settings(BaseModel):
     ingest_workers: int = 2
     # gevent: each worker serves its requests in greenlets on one thread, with its NATS loop
     # among them (no handover of the GIL between request threads: more votes/s and a lower
-    # latency at the same load, measured in bench/analysis.md). gthread: request threads,
+    # latency at the same load: bench/analysis.md). gthread: request threads,
     # ``ingest_threads`` of them per worker.
     ingest_worker_class: Literal["gevent", "gthread"] = "gevent"
     ingest_threads: int = 16

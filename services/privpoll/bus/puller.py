@@ -2,9 +2,9 @@
 
 A pull is one request (``$JS.API.CONSUMER.MSG.NEXT``), and every pull of a puller shares one
 reply subscription on the process's ``wire.Connection``; what arrives is appended as it is
-read, with no task or future per message. nats-py's ``fetch`` costs about 60 µs of CPU a
-message draining a backlog (a uuid4, a task and ``asyncio.wait_for`` each), its subscriptions
-with a callback about 21 µs with the ack; this path about 5 µs.
+read, with no task or future per message. nats-py's ``fetch`` makes a uuid4, a task and an
+``asyncio.wait_for`` for each message, which dominated a sink draining a backlog
+(bench/analysis.md has the measurements).
 
 A pull asks for up to ``batch`` messages with ``no_wait`` and ``expires`` together:
 nats-server then delivers what the consumer has at once and ends the pull with a 404, or,

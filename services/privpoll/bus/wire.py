@@ -3,10 +3,9 @@ protocol's frames read by hand.
 
 nats-py turns every delivered message into a ``Msg`` through its parser, a parse of its
 headers, a queue and a task, and sends each ack as a publish of its own: draining a backlog,
-about 21 µs of CPU a message for the pull and the ack (measured in-process against the real
-nats-server), more than a sink spends on everything else it does with an envelope. This
-connection splits the frames itself and writes a batch's acks as one buffer: about 5 µs a
-message, ack included.
+that cost more than everything else a sink does with an envelope. This connection splits the
+frames itself and writes a batch's acks as one buffer (bench/analysis.md has the
+measurements).
 
 The ingest publishes its reservations and envelopes over one too (``publisher.Publisher``):
 a publish is a frame added to the connection's buffer, which goes out once per turn of the

@@ -1,7 +1,7 @@
 """The one source of randomness for everything that touches a vote.
 
 Every id, every fake ballot, every shuffle and every randomized-response coin comes from the
-operating system's CSPRNG (invariant 4 of DESIGN.md). Pure functions take an optional
+operating system's CSPRNG (invariant 4 of docs/design.md). Pure functions take an optional
 ``random.Random`` so that tests and simulations can be reproducible; production code never
 passes one.
 """

@@ -40,7 +40,7 @@ def estimate(
     votes: int,
     p: float = 0.0,
 ) -> list[ChoiceResult]:
-    """Unbiased count per choice, from DESIGN.md's estimator.
+    """Unbiased count per choice, from docs/design.md's estimator.
 
     ``stored`` is N_j (ballots per choice, real and fake), ``votes`` is n (real votes, i.e.
     actor rows), ``weights`` the fake-choice weights w_j and ``p`` the randomized-response
@@ -98,8 +98,8 @@ def summarize(
 def expected_margin(voters: int, choices: int, fake_mean: float, p: float = 0.0) -> float:
     """The 95% half-width a poll can expect before anyone votes, in votes.
 
-    DESIGN.md's sigma_j for a choice that gets an even share (n/m) of ``voters`` real votes, with
-    the expected number of fake ballots F = n·E[K] spread uniformly over the ``choices``: what
+    The sigma_j of docs/design.md for a choice with an even share (n/m) of ``voters`` real votes,
+    and the expected number of fake ballots F = n·E[K] spread uniformly over the ``choices``: what
     the creation form previews (its JavaScript mirrors this).
     """
     if voters <= 0 or choices < 1:

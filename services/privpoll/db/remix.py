@@ -1,4 +1,4 @@
-"""The re-mixer (DESIGN.md invariant 5): at close, rewrite a poll's vote rows so that nothing
+"""The re-mixer (docs/design.md invariant 5): at close, rewrite a poll's vote rows so that nothing
 in the database remembers how they arrived.
 
 While a poll is open its rows arrive in batches, and each batch leaves traces a thief can read:

@@ -1,6 +1,6 @@
 """PostgreSQL / CockroachDB: schema, the one transaction retry helper, and the vote tables.
 
-Privacy rules (DESIGN.md, storage invariants): ``actors`` and ``ballots`` hold no timestamp,
+Privacy rules (docs/design.md, storage invariants): ``actors`` and ``ballots`` hold no timestamp,
 serial or other ordered value; primary keys are uuid4 from the OS CSPRNG; every batch is
 written in one transaction in shuffled order.
 """

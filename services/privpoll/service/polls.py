@@ -187,7 +187,7 @@ def each_invitation(
 ) -> Iterator[Invitation]:
     """The invitations of ``voters`` (all the poll's if None) one by one, made as they are
     read: a poll of 100,000 voters is never held as 100,000 invitations at once (they take
-    about 2 s of CPU to make). The voter list is read before this returns."""
+    seconds of CPU to make). The voter list is read before this returns."""
     settings = svc.settings
     chosen = voter_ids(svc, poll) if voters is None else voters
 

@@ -2,10 +2,9 @@
 
 gunicorn's ``Logger.access`` makes, for every request, a dict of every field its formats
 know (the whole WSGI environ and both header lists included), wraps it, and formats the line
-from it: about 40 µs of Python a request, against about 11 µs for the same line built from
-its six fields (measured in-process). On a worker whose threads share one GIL that was about
-a tenth of the GIL's time at saturation. ``gunicorn --logger-class
-privpoll.web.access_log.AccessLog`` writes the line below; ``--access-logformat`` is not read.
+from it: several times the cost of the same line built from its six fields, a noticeable
+share of a worker's time at saturation (bench/analysis.md). privpoll.web.gunicorn_conf sets
+this class as the logger; ``access_log_format`` is not read.
 
 The line holds the client's address, the method, the path, the status, the bytes sent and
 the time taken: never a body, a query string or a header, so never a voter or a choice.

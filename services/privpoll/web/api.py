@@ -1,4 +1,4 @@
-"""The HTTP API of DESIGN.md: polls, invitations, votes and results under /api/v1."""
+"""The HTTP API of docs/design.md: polls, invitations, votes and results under /api/v1."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
     """A JSON array written as it is made, in chunks of about 64 KiB.
 
     After each chunk it lets the worker's other requests run: under gevent nothing else
-    would until the whole array is made (100,000 invitations take about 2 s of CPU, in
+    would until the whole array is made (a poll of many voters takes seconds of CPU, in
     chunks of a few ms), and a socket that takes the chunk at once does not yield."""
     chunk = [b"["]
     size = 0

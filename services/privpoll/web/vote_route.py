@@ -3,8 +3,7 @@
 A vote is the one request that comes by the thousand, and Flask's machinery around a view
 (the request context and its ``Request``, URL matching, the session interface, the
 ``Response`` object and the after-request hooks) cost about as much CPU as the vote's own
-checks: the trivial Flask endpoint of ``make bench`` answered 7,200 requests/s here where
-the same endpoint as bare WSGI answered 12,300 under the same gunicorn command line. This
+checks (``make bench`` measures a trivial endpoint both ways: docs/benchmarks.md). This
 callable answers that route itself, with the same checks, the same JSON errors and the same
 headers as the rest of the API; every other request goes on to Flask, whose URL map keeps
 the route (for 405s, OPTIONS and ``url_for``).
