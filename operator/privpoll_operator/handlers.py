@@ -48,6 +48,7 @@ class Operator:
             if self._nc is None or self._nc.is_closed:
                 try:
                     self._nc = await naming.connect(self.settings.nats_url, "privpoll-operator")
+                # nats-py raises many kinds for "not reachable"; kopf retries the handler.
                 except Exception as error:
                     raise kopf.TemporaryError(
                         f"NATS is not reachable: {error}", delay=10

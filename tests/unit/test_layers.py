@@ -9,6 +9,7 @@ modules form no circle. Each framework stays in its adapter.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,16 @@ def test_the_layer_test_sees_an_upward_import() -> None:
     """The walk reads real imports: the service layer's own module imports core."""
     known = modules()
     assert "privpoll.core.spec" in first_party(known, known["privpoll.service.polls"])
+
+
+def test_every_catch_all_says_why() -> None:
+    """A bare ``except Exception`` (or ``suppress(Exception)``) hides bugs unless its reason is
+    written beside it, on its line or the one above."""
+    catch_all = re.compile(r"except (Base)?Exception\b|suppress\((Base)?Exception\)")
+    silent = []
+    for path in [*PACKAGE.rglob("*.py"), *(ROOT / "operator").rglob("*.py")]:
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if catch_all.search(line) and "#" not in line and "#" not in lines[number - 1]:
+                silent.append(f"{path.relative_to(ROOT)}:{number + 1}")
+    assert not silent, "catch-alls without a reason:\n" + "\n".join(silent)

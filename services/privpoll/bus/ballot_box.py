@@ -404,6 +404,7 @@ class BallotBox:
             try:
                 await bucket.put(key, QUEUED)
                 return
+            # NATS away or the bucket being recreated: try again until RELEASE_FOR.
             except Exception:
                 await asyncio.sleep(0.5)
         log.warning("gave up marking a reservation queued after %ds", RELEASE_FOR)
@@ -425,6 +426,7 @@ class BallotBox:
             try:
                 await bucket.delete(key)
                 return
+            # NATS away or the bucket being recreated: try again until RELEASE_FOR.
             except Exception:
                 await asyncio.sleep(0.5)
         log.warning("gave up releasing a reservation after %ds", RELEASE_FOR)

@@ -115,8 +115,10 @@ class Registry:
             self._bucket = None
             await self._kv()
             info = await self.js.stream_info(naming.registry_stream())
+        # Whatever failed, the bucket handle may be stale (a NATS that lost its data): it is
+        # looked up again next time, and the caller sees the error.
         except Exception:
-            self._bucket = None  # perhaps gone with a NATS that lost its data: look again
+            self._bucket = None
             raise
         found = (str(info.created), int(info.state.last_seq))
         if found != self._version:
@@ -133,6 +135,7 @@ class Registry:
         read_at = time.monotonic()
         try:
             found = await topology.read_poll(await self._kv(), name)
+        # Whatever failed, the bucket handle may be stale: looked up again next time.
         except Exception:
             self._bucket = None
             raise

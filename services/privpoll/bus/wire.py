@@ -219,6 +219,7 @@ class Connection:
             hello_line = b"CONNECT %s\r\nPING\r\n" % json.dumps(hello).encode()
             protocol.write(hello_line + subscriptions)
             await asyncio.wait_for(protocol.pong, CONNECT_TIMEOUT)
+        # A half-open connection is closed on any failure, a cancellation included.
         except BaseException:
             protocol.close()
             raise
@@ -243,6 +244,7 @@ class Connection:
             try:
                 self._protocol = await self._connect()
                 log.info("pull connection to NATS back")
+            # Refused, reset, TLS, timeouts: all mean "not back yet".
             except Exception as error:
                 log.debug("cannot reach NATS yet (%s)", type(error).__name__)
                 await asyncio.sleep(RECONNECT_WAIT)

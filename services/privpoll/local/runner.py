@@ -136,6 +136,7 @@ def prepare(settings: Settings) -> None:
             with storage.connect(settings.database_url) as conn:
                 storage.migrate(conn)
             break
+        # PostgreSQL still starting raises several kinds; after the deadline, the last one.
         except Exception:
             if time.monotonic() > deadline:
                 raise

@@ -110,6 +110,7 @@ def _create_on_cluster(svc: Services, new: NewPoll) -> Poll:
     """Create the Poll resource and wait for the operator to provision it."""
     try:
         created = cluster.create_resource(svc.settings.namespace, new)
+    # The Kubernetes client raises its own, urllib3's and the socket's errors alike.
     except Exception as error:
         raise ApiError(
             503,

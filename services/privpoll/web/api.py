@@ -68,6 +68,7 @@ def readyz() -> tuple[Response, int]:
     try:
         with svc.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
+    # Whatever fails here (no connection, a pool timeout, a broken one) means "not ready".
     except Exception:
         checks["database"] = False
     ready = all(checks.values())

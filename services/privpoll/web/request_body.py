@@ -38,6 +38,7 @@ class _GuardedInput:
     def read(self, size: int | None = -1) -> bytes:
         try:
             data: bytes = self._stream.read(size)
+        # The server's reader raises its own kinds for a body it cannot read: the client's.
         except Exception as error:
             raise UnreadableBody() from error
         return data
@@ -45,6 +46,7 @@ class _GuardedInput:
     def readline(self, size: int | None = -1) -> bytes:
         try:
             line: bytes = self._stream.readline(size)
+        # The server's reader raises its own kinds for a body it cannot read: the client's.
         except Exception as error:
             raise UnreadableBody() from error
         return line

@@ -64,6 +64,7 @@ class VoteRoute:
             self.services.metrics.count("privpoll_api_errors_total", code=error.code)
             status, body = error.status, _json(error.body())
             headers.extend(error.headers.items())
+        # Anything else is a bug of ours: a 500 with its stack in the log, as Flask's does.
         except Exception as error:
             log.error(
                 "unexpected %s on POST %s\n%s",

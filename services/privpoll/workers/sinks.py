@@ -146,7 +146,9 @@ class PollSink:
         try:
             await self._consume(puller)
         finally:
-            with contextlib.suppress(Exception):
+            # Unsubscribing needs the connection, which may be gone with NATS: then so is the
+            # subscription.
+            with contextlib.suppress(ConnectionError, OSError):
                 await puller.stop()
 
     async def _consume(self, puller: Puller) -> None:
@@ -198,6 +200,7 @@ class PollSink:
                     return
         finally:
             if writing is not None:
+                # The write's own outcome was handled in _flush; here only its end matters.
                 with contextlib.suppress(Exception):
                     await writing[1]
 
@@ -320,6 +323,7 @@ class PollSink:
         every POLL_REFRESH, for all the polls of this process at once)."""
         try:
             found = await self.registry.get(self.poll.name)
+        # NATS away: go on with the poll as last seen; the next refresh tries again.
         except Exception:
             return
         if found is None or found.uid != self.poll.uid:
@@ -387,14 +391,23 @@ class Sink:
                 finished = self.finished.get(name)
                 if finished and time.monotonic() - finished[1] < RECHECK_FINISHED:
                     continue
-                with contextlib.suppress(Exception):
+                try:
                     poll = await registry.get(name)
-                    if finished and poll is not None and poll.uid == finished[0]:
-                        self.finished[name] = (poll.uid, time.monotonic())
-                    elif poll is not None:
-                        self.finished.pop(name, None)
-                        worker = PollSink(self.role, js, wire, connections, registry, poll)
-                        self.workers[name] = (worker, asyncio.create_task(worker.run()))
+                # NATS away or the entry unreadable: this poll's worker starts next round.
+                except Exception as error:
+                    log.warning(
+                        "%s sink of %s cannot start yet (%s); retrying",
+                        self.role,
+                        name,
+                        type(error).__name__,
+                    )
+                    continue
+                if finished and poll is not None and poll.uid == finished[0]:
+                    self.finished[name] = (poll.uid, time.monotonic())
+                elif poll is not None:
+                    self.finished.pop(name, None)
+                    worker = PollSink(self.role, js, wire, connections, registry, poll)
+                    self.workers[name] = (worker, asyncio.create_task(worker.run()))
             await asyncio.sleep(DISCOVER_EVERY)
 
     def _ended(self, name: str, worker: PollSink, task: asyncio.Task[None]) -> None:
@@ -421,6 +434,7 @@ class Sink:
             return self.only
         try:
             return await registry.names()
+        # NATS away: no new polls this round; the running workers go on.
         except Exception as error:
             log.warning("cannot list polls (%s)", type(error).__name__)
             return []
