@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from privpoll.bus import naming
 from privpoll.settings import Settings
-
-# Where the sinks find the database's CA certificate; a TLS DSN names it in sslrootcert.
-DATABASE_CA_DIR = "/etc/privpoll/database-ca"
 
 
 def name_of(poll: str, role: naming.Role) -> str:
@@ -51,10 +49,7 @@ def sink(poll: str, role: naming.Role, settings: Settings, replicas: int = 1) ->
         "command": ["privpoll"],
         "args": ["sink", role, "--poll", poll],
         "env": sink_env(settings),
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"cpu": "1", "memory": "128Mi"},
-        },
+        "resources": json.loads(settings.sink_resources),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -72,7 +67,7 @@ def sink(poll: str, role: naming.Role, settings: Settings, replicas: int = 1) ->
     }
     if settings.database_ca_secret:
         container["volumeMounts"] = [
-            {"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": True}
+            {"name": "database-ca", "mountPath": settings.database_ca_dir, "readOnly": True}
         ]
         pod["volumes"] = [
             {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -63,12 +64,31 @@ class Settings(BaseModel):
     database_ca_secret: str = Field(
         default="", description="Secret whose ca.crt the sinks mount (a DSN with sslrootcert)"
     )
+    database_ca_dir: str = Field(
+        default="/etc/privpoll/database-ca",
+        description="where the sinks mount it: the folder the DSN's sslrootcert names",
+    )
+    # The sink containers' resources, as JSON (the chart's operator.sinkResources).
+    sink_resources: str = (
+        '{"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}'
+    )
     # Per client address and per ingest worker process (ratelimit.py): votes, and wrong admin
     # tokens (sign-in page and API). "60/m", "5/s", "100/h" or "off".
     vote_rate_limit: str = "120/m"
     signin_rate_limit: str = "10/m"
     # Proxies in front of the ingest whose X-Forwarded-For names the client (an ingress: 1).
     proxy_hops: int = Field(default=0, ge=0, le=5)
+
+    @field_validator("sink_resources")
+    @classmethod
+    def _resources(cls, value: str) -> str:
+        try:
+            found = json.loads(value)
+        except ValueError as error:
+            raise ValueError(f"sink resources must be JSON ({error})") from error
+        if not isinstance(found, dict) or set(found) - {"requests", "limits"}:
+            raise ValueError('sink resources are {"requests": {...}, "limits": {...}}')
+        return value
 
     @field_validator("vote_rate_limit", "signin_rate_limit")
     @classmethod

@@ -7,6 +7,7 @@ stored by the API server, which is what `helm install` on kind or EKS starts wit
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ import yaml
 
 from privpoll.local.embedded import nats_server_binary
 from privpoll.settings import Settings
-from privpoll_operator import crd
+from privpoll_operator import crd, deployments
 from tests.e2e.controlplane import ROOT, ControlPlane
 from tests.e2e.helm import CHART, Helm, helm, secret_data
 
@@ -107,6 +108,27 @@ def test_the_operator_is_told_the_image_it_runs_the_sinks_with(helm: Helm, mode:
     assert env["PRIVPOLL_DATABASE_URL"] == {"secretKeyRef": {"name": secret, "key": key}}
     assert env["PRIVPOLL_SINK_NATS_URL"] == env["PRIVPOLL_NATS_URL"]
     assert ".svc:" in env["PRIVPOLL_NATS_URL"] or mode == "external", "sinks may run elsewhere"
+
+
+def test_the_sinks_get_the_resources_and_the_ca_folder_the_chart_sets(helm: Helm) -> None:
+    """The operator renders the sinks from its own env: what the chart's values set there is
+    what each sink pod gets, and the CA folder is where the DSN's sslrootcert looks."""
+    docs = helm.template(
+        *MODES["production"], "--set", "operator.sinkResources.limits.memory=300Mi"
+    )
+    operator = pod_spec(named(docs, "Deployment", "-operator"))["containers"][0]
+    env = {e["name"]: e["value"] for e in operator["env"] if "value" in e}
+    settings = Settings.from_env(env)
+    pod = deployments.sink("lunch", "ballots", settings)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "300Mi"}
+    mount = pod["containers"][0]["volumeMounts"][0]["mountPath"]
+    dsn_secrets = [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-database")
+    ]
+    assert dsn_secrets, "the chart makes the sinks' DSN Secret"
+    for secret in dsn_secrets:  # one in each namespace whose sinks read it
+        dsn = base64.b64decode(secret["data"]["url"]).decode()
+        assert f"sslrootcert={mount}/ca.crt" in dsn
 
 
 def test_the_chart_ships_the_generated_crd(helm: Helm) -> None:
