@@ -9,8 +9,6 @@ import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +18,7 @@ import click
 import yaml
 
 from privpoll.bus import naming
+from privpoll.client import ApiClient, Unreachable, problem
 from privpoll.settings import Settings
 
 
@@ -38,34 +37,21 @@ def _admin_token(settings: Settings) -> str:
 
 def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> Any:
     settings = _settings()
-    base = os.environ.get("PRIVPOLL_URL", settings.base_url).rstrip("/")
-    headers = {"Accept": "application/json"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
+    base = os.environ.get("PRIVPOLL_URL", settings.base_url)
+    token = ""
     if admin:
         token = _admin_token(settings)
         if not token:
             raise click.ClickException(
                 "no admin token: set PRIVPOLL_ADMIN_TOKEN (privpoll up printed it)"
             )
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(f"{base}{path}", data=data, headers=headers, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        try:
-            problem = json.loads(error.read())["error"]
-            message = f"{problem['message']} ({error.code} {problem['code']})"
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {error.code}"
-        raise click.ClickException(message) from error
-    except urllib.error.URLError as error:
-        raise click.ClickException(
-            f"cannot reach privpoll at {base} ({error.reason}); is `privpoll up` running?"
-        ) from error
+        status, answer = ApiClient(base, token).call(method, path, body, admin=admin)
+    except Unreachable as error:
+        raise click.ClickException(f"{error}; is `privpoll up` running?") from error
+    if status >= 400:
+        raise click.ClickException(problem(status, answer))
+    return answer
 
 
 def _serve(main: Coroutine[Any, Any, None]) -> None:

@@ -24,6 +24,7 @@ RANKS = {
     "db": 1,
     "cluster": 1,
     "settings": 1,
+    "client": 1,
     "service": 2,
     "workers": 3,
     "web": 3,
