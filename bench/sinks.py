@@ -33,7 +33,7 @@ from bench.servers import peak_rss_mb
 from privpoll.bus import naming, topology
 from privpoll.core import randomness
 from privpoll.core.envelope import Envelope, seal
-from privpoll.core.noise import Noise
+from privpoll.core.noise import NoiseDraws
 from privpoll.core.poll import Poll
 from privpoll.core.spec import PollSpec
 from privpoll.db import storage
@@ -61,7 +61,7 @@ async def _fill(nats_url: str, dsn: str, votes: int) -> tuple[Poll, list[BallotR
         js = nc.jetstream(publish_async_max_pending=IN_FLIGHT)
         with storage.connect(dsn) as conn:
             poll = await lifecycle.provision(js, conn, poll, spec, replicas=1)
-        noise = Noise(poll.rules)
+        noise = NoiseDraws(poll.rules)
         envelopes: list[Envelope] = [
             seal(noise, voter, CHOICES[i % len(CHOICES)]) for i, voter in enumerate(voters)
         ]

@@ -15,7 +15,7 @@ import httpx
 from privpoll.bus import naming, topology
 from privpoll.core import tokens as tokens_module
 from privpoll.core.envelope import seal
-from privpoll.core.noise import Noise
+from privpoll.core.noise import NoiseDraws
 from tests.integration.conftest import CHOICES, System, Witness, poll_spec
 from tests.integration.test_chaos import VOTES, record_figures
 
@@ -148,9 +148,9 @@ def test_a_vote_orphaned_by_a_crash_is_neither_lost_nor_doubled(system: System) 
             bucket = await js.key_value(naming.voters_bucket("orphans"))
             await bucket.put(key, value)
             if published:  # what the dead worker managed to publish
-                poll = await topology.read_poll(await topology.registry(js), "orphans")
+                poll = await topology.read_poll(await topology.registry_bucket(js), "orphans")
                 assert poll is not None
-                envelope = seal(Noise(poll.rules), voter, "tacos")
+                envelope = seal(NoiseDraws(poll.rules), voter, "tacos")
                 await js.publish(
                     naming.subject("orphans"),
                     envelope.encode(),

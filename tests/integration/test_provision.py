@@ -64,7 +64,7 @@ def test_a_stale_copy_never_reopens_a_closed_poll(
                 await topology.provision_queue(js, stale)
             info = await js.stream_info(naming.stream("oneway"))
             return list(info.config.subjects or []), await topology.read_poll(
-                await topology.registry(js), "oneway"
+                await topology.registry_bucket(js), "oneway"
             )
         finally:
             await nc.close()

@@ -40,7 +40,7 @@ def test_a_change_is_seen_within_the_check_interval(nats: NatsServer) -> None:
     async def body(js: Any, reader: Any) -> tuple[Any, ...]:
         registry = Registry(reader.jetstream(), every=EVERY)
         missing = await registry.get("lunch")  # no bucket yet: made, and nothing in it
-        bucket = await topology.registry(js)
+        bucket = await topology.registry_bucket(js)
         await bucket.put("lunch", poll.to_registry())
         still_missing = await registry.get("lunch")  # within the interval: the cached answer
         await asyncio.sleep(EVERY)
@@ -72,7 +72,7 @@ def test_many_polls_cost_one_request_per_check_while_nothing_changes(nats: NatsS
     async def body(
         js: Any, reader: Any
     ) -> tuple[list[Poll | None], int, int, list[str], list[str]]:
-        bucket = await topology.registry(js)
+        bucket = await topology.registry_bucket(js)
         for poll in polls:
             await bucket.put(poll.name, poll.to_registry())
         registry = Registry(reader.jetstream(), every=EVERY)
@@ -112,7 +112,7 @@ def test_a_write_of_its_own_is_current_at_once(nats: NatsServer) -> None:
         registry = Registry(reader.jetstream(), every=EVERY)
         assert await registry.get("own") is None
         closed = poll.model_copy(update={"closed": True})
-        await (await topology.registry(js)).put("own", closed.to_registry())
+        await (await topology.registry_bucket(js)).put("own", closed.to_registry())
         registry.remember(closed)  # as the ingest does after closing it itself
         return await registry.get("own"), (registry.peek("own") or (None, 0))[0]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from privpoll.core.noise import Noise
+from privpoll.core.noise import NoiseDraws
 from privpoll.core.results import estimate
 from privpoll.core.spec import PollRules
 
@@ -26,7 +26,7 @@ def rules(fake_votes: dict[str, Any], **noise: Any) -> PollRules:
 
 def simulate(spec: PollRules, rng: random.Random) -> tuple[Counter[str], int]:
     """One poll: every voter's real ballot (after randomized response) plus K fakes."""
-    noise = Noise(spec)
+    noise = NoiseDraws(spec)
     stored: Counter[str] = Counter()
     for choice, count in TRUTH.items():
         for _ in range(count):

@@ -41,7 +41,7 @@ from privpoll.bus.publisher import Publisher, Stored
 from privpoll.bus.registry import Registry
 from privpoll.core import tokens
 from privpoll.core.envelope import seal_bytes
-from privpoll.core.noise import Noise
+from privpoll.core.noise import NoiseDraws
 from privpoll.core.poll import Phase, Poll
 
 T = TypeVar("T")
@@ -123,7 +123,7 @@ class BallotBox:
         self._inbox_lock = threading.Lock()
         self._registry: Registry | None = None
         self._refreshing: set[str] = set()
-        self._noise: dict[tuple[str, uuid.UUID], Noise] = {}
+        self._noise: dict[tuple[str, uuid.UUID], NoiseDraws] = {}
         self._voters: dict[str, KeyValue] = {}
         self._background_tasks: set[asyncio.Task[None]] = set()
         self._thread.start()
@@ -226,11 +226,11 @@ class BallotBox:
         if self._registry is not None:
             self._registry.remember(poll)
 
-    def _noise_for(self, poll: Poll) -> Noise:
+    def _noise_for(self, poll: Poll) -> NoiseDraws:
         key = (poll.name, poll.uid)
         noise = self._noise.get(key)
         if noise is None:
-            noise = self._noise[key] = Noise(poll.rules)
+            noise = self._noise[key] = NoiseDraws(poll.rules)
         return noise
 
     async def _voters_bucket(self, poll: Poll) -> KeyValue:

@@ -147,5 +147,5 @@ class Registry:
 
     async def _kv(self) -> KeyValue:
         if self._bucket is None:
-            self._bucket = await topology.registry(self.js)
+            self._bucket = await topology.registry_bucket(self.js)
         return self._bucket

@@ -52,7 +52,7 @@ def consumer_config(role: naming.Role) -> api.ConsumerConfig:
     )
 
 
-async def registry(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+async def registry_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
     try:
         return await js.key_value(naming.REGISTRY_BUCKET)
     except BucketNotFoundError:
@@ -116,7 +116,7 @@ async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1
             await js.create_key_value(
                 bucket=naming.voters_bucket(poll.name), history=1, replicas=replicas
             )
-    await (await registry(js, replicas=replicas)).put(poll.name, poll.to_registry())
+    await (await registry_bucket(js, replicas=replicas)).put(poll.name, poll.to_registry())
 
 
 async def remove_queue(js: JetStreamContext, name: str) -> None:
@@ -128,7 +128,7 @@ async def remove_queue(js: JetStreamContext, name: str) -> None:
         with contextlib.suppress(NotFoundError):
             await remove
     with contextlib.suppress(KeyNotFoundError):
-        await (await registry(js)).purge(name)
+        await (await registry_bucket(js)).purge(name)
 
 
 async def envelopes_published(js: JetStreamContext, name: str) -> int:

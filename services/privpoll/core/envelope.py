@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, TypeAdapter
 from typing_extensions import TypedDict
 
 from privpoll.core import randomness
-from privpoll.core.noise import Noise
+from privpoll.core.noise import NoiseDraws
 
 
 class Actor(BaseModel):
@@ -76,7 +76,7 @@ def read(data: bytes) -> ReadEnvelope:
     return _READER.validate_json(data)
 
 
-def seal(noise: Noise, voter: str, choice: str, rng: random.Random | None = None) -> Envelope:
+def seal(noise: NoiseDraws, voter: str, choice: str, rng: random.Random | None = None) -> Envelope:
     """Build the envelope for one vote: 1 + K ballots in random order, every id random.
 
     Nothing in the result tells which ballot is real: all ballots have the same fields, their
@@ -104,11 +104,11 @@ def _read_size(fakes: int) -> int:
 _JSON = json.JSONEncoder(ensure_ascii=False)
 
 
-def seal_bytes(noise: Noise, voter: str, choice: str) -> tuple[str, bytes]:
+def seal_bytes(noise: NoiseDraws, voter: str, choice: str) -> tuple[str, bytes]:
     """What ``seal(noise, voter, choice)`` means, as its id (``str(envelope.id)``) and its
     ``encode()``: the bytes ``Envelope.model_dump_json`` writes for such an envelope.
 
-    Every draw has the distribution ``seal`` gives it (``Noise.*_from`` mirror ``Noise``'s
+    Every draw has the distribution ``seal`` gives it (``NoiseDraws.*_from`` mirror ``NoiseDraws``'s
     draws, ``randomness.shuffle_from`` ``random.Random.shuffle``), all taken from ONE read of
     the OS CSPRNG (a second only when K is above ``noise.likely_count``): no pydantic model,
     no ``uuid.UUID``, no system call per draw. Nothing is shared between calls: thread-safe.

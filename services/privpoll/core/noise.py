@@ -66,8 +66,9 @@ def epsilon(p: float, choices: int) -> float | None:
     return math.log(1 + choices * (1 - p) / p)
 
 
-class Noise:
-    """Everything needed to disguise votes of one poll, precomputed once per poll."""
+class NoiseDraws:
+    """The draws that disguise the votes of one poll (fake ballots, randomized response),
+    precomputed once per poll; ``privpoll.core.spec.Noise`` is what the creator asked for."""
 
     def __init__(self, spec: PollRules) -> None:
         self.choices = list(spec.choices)

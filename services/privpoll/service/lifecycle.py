@@ -54,7 +54,9 @@ async def close(
     if closed is not None:
         # The registry first: a vote that finds the stream gone looks the poll up there, and
         # must then read "closed" (410), not an open poll without a stream (503).
-        await (await topology.registry(js, replicas=replicas)).put(name, closed.to_registry())
+        await (await topology.registry_bucket(js, replicas=replicas)).put(
+            name, closed.to_registry()
+        )
         await topology.provision_queue(js, closed, replicas=replicas)
     return closed
 
