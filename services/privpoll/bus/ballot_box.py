@@ -1,13 +1,10 @@
-"""The ingest's side of NATS: one event loop thread per worker process, casting envelopes.
+"""The ingest's side of NATS: the reservation of a voter and the casting of one envelope.
 
-Flask request threads hand coroutines to this loop and wait for their result, so one NATS
-connection serves every thread of a worker and many publishes are in flight at once. Work
-handed over while the loop is busy waits in one inbox, and the loop takes it all in one
-wake-up: under load, one wake-up (and one socket write) serves many votes.
-
-In gunicorn's gevent worker (the default) the threads are greenlets, the loop's among them:
-the loop waits for its sockets through gevent's patched selectors, and a request waiting for
-its answer lets the others run, with no thread switch between them.
+Its NATS connection lives on one event loop per worker process (``bus.loop_thread``), to which
+every request hands its work: many publishes are in flight at once on one connection. In
+gunicorn's gevent worker (the default) the threads are greenlets, the loop's among them: the
+loop waits for its sockets through gevent's patched selectors, and a request waiting for its
+answer lets the others run, with no thread switch between them.
 """
 
 from __future__ import annotations
@@ -15,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
@@ -37,6 +33,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from privpoll.bus import naming, topology, wire
+from privpoll.bus.loop_thread import Abandoned, LoopThread
 from privpoll.bus.publisher import Publisher, Stored
 from privpoll.bus.registry import Registry
 from privpoll.core import tokens
@@ -70,30 +67,6 @@ def _message_id(message_id: str) -> bytes:
     return b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % message_id.encode()
 
 
-class _Answer(Generic[T]):
-    """Where the loop leaves a request thread's result: a lock the thread waits on, released
-    once the result is there (lighter than ``concurrent.futures.Future``, whose condition
-    variable costs the loop a second lock and a list of waiters for every vote)."""
-
-    __slots__ = ("abandoned", "error", "ready", "value")
-
-    def __init__(self) -> None:
-        self.ready = threading.Lock()
-        self.ready.acquire()
-        self.value: T | None = None
-        self.error: BaseException | None = None
-        self.abandoned = False
-
-    def settle(self, task: asyncio.Task[T]) -> None:
-        if task.cancelled():
-            self.error = QueueDown("cancelled")
-        elif (error := task.exception()) is not None:
-            self.error = error
-        else:
-            self.value = task.result()
-        self.ready.release()
-
-
 class QueueDown(Exception):
     """NATS cannot take the vote now; the voter should retry later."""
 
@@ -107,36 +80,26 @@ class PollClosed(Exception):
 
 
 class BallotBox:
-    def __init__(self, nats_url: str, *, publish_timeout: float = 5.0, replicas: int = 1) -> None:
+    def __init__(self, nats_url: str, *, publish_timeout: float = 5.0) -> None:
         self.nats_url = nats_url
         self.publish_timeout = publish_timeout
-        self.replicas = replicas
         # The longest a living request holds a pending reservation: ``call`` gives up on it
         # then. A pending one older than that lost its request with its process.
         self.orphaned_after = publish_timeout * 2 + 5
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="privpoll-nats", daemon=True)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._publisher: Publisher | None = None
-        self._inbox: list[tuple[Coroutine[Any, Any, Any], _Answer[Any]]] = []
-        self._inbox_lock = threading.Lock()
         self._registry: Registry | None = None
         self._refreshing: set[str] = set()
         self._noise: dict[tuple[str, uuid.UUID], NoiseDraws] = {}
         self._voters: dict[str, KeyValue] = {}
-        self._background_tasks: set[asyncio.Task[None]] = set()
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._ready = asyncio.Event()
-        self._loop.create_task(self._connect())
-        self._loop.run_forever()
+        self._ready: asyncio.Event | None = None
+        self._thread = LoopThread("privpoll-nats", self._connect)
 
     async def _connect(self) -> None:
         """Connect both ways to NATS (nats-py, and the lean connection for publishes); the
         box is ready, and ``jetstream`` stops waiting, only once both are."""
+        self._ready = asyncio.Event()
         nc = await naming.until_reached(
             lambda: naming.connect(
                 self.nats_url, name="privpoll-ingest", buffer_while_reconnecting=False
@@ -149,32 +112,15 @@ class BallotBox:
         self._js = nc.jetstream(timeout=self.publish_timeout)
         self._registry = Registry(self._js, every=POLL_TTL)
         self._nc = nc
+        assert self._ready is not None
         self._ready.set()
 
     def call(self, work: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the NATS loop and wait for its result."""
-        answer: _Answer[T] = _Answer()
-        with self._inbox_lock:
-            self._inbox.append((work, answer))
-            wake = len(self._inbox) == 1
-        if wake:
-            self._loop.call_soon_threadsafe(self._take_inbox)
-        if not answer.ready.acquire(timeout=timeout or self.publish_timeout * 2 + 5):
-            # Not started yet: it never will be. Started: its result is dropped.
-            answer.abandoned = True
-            raise QueueDown("NATS did not answer in time")
-        if answer.error is not None:
-            raise answer.error
-        return answer.value  # type: ignore[return-value]  # T, set by settle
-
-    def _take_inbox(self) -> None:
-        with self._inbox_lock:
-            taken, self._inbox = self._inbox, []
-        for work, answer in taken:
-            if answer.abandoned:
-                work.close()
-                continue
-            self._loop.create_task(work).add_done_callback(answer.settle)
+        try:
+            return self._thread.call(work, timeout or self.publish_timeout * 2 + 5)
+        except Abandoned as error:
+            raise QueueDown(str(error)) from error
 
     @property
     def connected(self) -> bool:
@@ -187,7 +133,7 @@ class BallotBox:
 
     async def jetstream(self) -> JetStreamContext:
         """The JetStream context; waits for the first connection, never for a reconnect."""
-        if self._js is None:
+        if self._js is None and self._ready is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), self.publish_timeout)
         if self._js is None or not self.connected:
@@ -218,7 +164,7 @@ class BallotBox:
         poll, age = cached
         if age >= POLL_TTL and name not in self._refreshing:
             self._refreshing.add(name)
-            refresh = asyncio.run_coroutine_threadsafe(self.poll(name), self._loop)
+            refresh = asyncio.run_coroutine_threadsafe(self.poll(name), self._thread.loop)
             refresh.add_done_callback(lambda _: self._refreshing.discard(name))
         return poll if age < STALE_FOR else None
 
@@ -383,20 +329,14 @@ class BallotBox:
                 return  # taken over as orphaned: that attempt publishes under the same id
             # The vote is queued whatever happens here; a pending mark left behind would let
             # a late retry publish again (dropped as a duplicate within the window).
-            self._background(self._settle(bucket, key))
+            self._thread.background(self._settle(bucket, key))
 
         assert self._publisher is not None
         subject = naming.reservation(poll.name, key)
         try:
             self._publisher.publish(subject, QUEUED, _expecting(revision)).add_done_callback(marked)
         except ConnectionError:
-            self._background(self._settle(bucket, key))
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run ``work`` on the loop without waiting for it, holding on to it until it ends."""
-        task = self._loop.create_task(work)
-        self._background_tasks.add(task)
-        task.add_done_callback(self._background_tasks.discard)
+            self._thread.background(self._settle(bucket, key))
 
     async def _settle(self, bucket: KeyValue, key: str) -> None:
         deadline = time.monotonic() + RELEASE_FOR
@@ -418,7 +358,7 @@ class BallotBox:
         then show it (unique voters < total votes).
         """
         if reservation is not None:
-            self._background(self._free(*reservation))
+            self._thread.background(self._free(*reservation))
 
     async def _free(self, bucket: KeyValue, key: str) -> None:
         deadline = time.monotonic() + RELEASE_FOR

@@ -39,21 +39,21 @@ class ApiError(Exception):
 RETRY_AFTER = "5"
 
 
+def unavailable(code: str, message: str) -> ApiError:
+    """A 503 that asks the client to come back in a few seconds."""
+    return ApiError(503, code, message, headers={"Retry-After": RETRY_AFTER})
+
+
 def database_down() -> ApiError:
-    return ApiError(
-        503,
+    return unavailable(
         "database_unavailable",
         "the database cannot be reached right now; try again in a few seconds",
-        headers={"Retry-After": RETRY_AFTER},
     )
 
 
 def queue_down() -> ApiError:
-    return ApiError(
-        503,
-        "queue_unavailable",
-        "votes cannot be queued right now; try again in a few seconds",
-        headers={"Retry-After": RETRY_AFTER},
+    return unavailable(
+        "queue_unavailable", "votes cannot be queued right now; try again in a few seconds"
     )
 
 

@@ -26,7 +26,7 @@ from privpoll.core.spec import NAME_PATTERN, NewPoll, describe, problems
 from privpoll.db import storage
 from privpoll.db.remix import Remixed
 from privpoll.service import lifecycle
-from privpoll.service.errors import RETRY_AFTER, ApiError, queue_down
+from privpoll.service.errors import RETRY_AFTER, ApiError, queue_down, unavailable
 from privpoll.service.services import Services
 
 PROVISION_WAIT = 30.0
@@ -112,11 +112,9 @@ def _create_on_cluster(svc: Services, new: NewPoll) -> Poll:
         created = cluster.create_resource(svc.settings.namespace, new)
     # The Kubernetes client raises its own, urllib3's and the socket's errors alike.
     except Exception as error:
-        raise ApiError(
-            503,
+        raise unavailable(
             "kubernetes_unavailable",
             "the Kubernetes API did not take the Poll; try again in a few seconds",
-            headers={"Retry-After": RETRY_AFTER},
         ) from error
     if not created:
         raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
@@ -129,12 +127,10 @@ def _create_on_cluster(svc: Services, new: NewPoll) -> Poll:
         if found is not None:
             return found
         time.sleep(0.25)
-    raise ApiError(
-        503,
+    raise unavailable(
         "provisioning",
         f"the Poll {new.name!r} was created; the operator has not provisioned it yet "
         f"(kubectl get poll {new.name} shows why)",
-        headers={"Retry-After": RETRY_AFTER},
     )
 
 
@@ -160,11 +156,9 @@ def remix_poll(svc: Services, name: str) -> Remixed:
         try:
             return _on_queue(svc, lambda js: lifecycle.remix(js, conn, poll, replicas=replicas))
         except QueueDown as error:
-            raise ApiError(
-                503,
+            raise unavailable(
                 "queue_unavailable",
                 "NATS cannot say whether the sinks drained the poll; try again in a few seconds",
-                headers={"Retry-After": RETRY_AFTER},
             ) from error
         except lifecycle.NotReady as refused:
             retry = {"Retry-After": RETRY_AFTER} if refused.retry else None

@@ -42,7 +42,6 @@ class Services:
                     self._box = BallotBox(
                         self.settings.nats_url,
                         publish_timeout=self.settings.publish_timeout,
-                        replicas=self.settings.stream_replicas,
                     )
                     self._pool = ConnectionPool(
                         self.settings.database_url,
