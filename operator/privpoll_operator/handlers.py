@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from privpoll import cluster
 from privpoll.bus import naming, topology
-from privpoll.core.poll import Phase, Poll
+from privpoll.core.poll import Phase
 from privpoll.core.results import summarize
 from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
 from privpoll.db import storage
@@ -145,23 +145,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _unsafe_change(old: Poll, new: PollSpec, old_voters: list[str], votes: int) -> str | None:
-    """Why a change may not apply now, or None. Before the first vote anything goes."""
-    if votes == 0:
-        return None
-    rules = new.rules()
-    if rules.choices != old.rules.choices:
-        return "choices cannot change after the first vote"
-    if rules.noise != old.rules.noise:
-        return "noise cannot change after the first vote (the estimates would be wrong)"
-    if rules.duplicates != old.rules.duplicates:
-        return "duplicates cannot change after the first vote"
-    removed = set(old_voters) - set(new.voters.listed)
-    if removed:
-        return f"{len(removed)} voters cannot be removed after the first vote; only add voters"
-    return None
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -188,30 +171,18 @@ async def reconcile(
     try:
         js = await op.jetstream()
         with op.database() as conn:
-            await asyncio.to_thread(storage.migrate, conn)
-            existing = await asyncio.to_thread(storage.get_poll, conn, name)
-            owned = status.get("pollUid")
-            if existing is not None and owned and str(existing.uid) != owned:
-                reason = f"a poll named {name!r} exists already (another namespace?)"
-                _fail(patch, status, "NameTaken", reason)
-                raise kopf.PermanentError(reason)
-            if existing is None:
-                poll = lifecycle.new_poll(name, wanted)
-                stored = await asyncio.to_thread(lifecycle.record, conn, poll, wanted)
-            else:
-                # Votes count from the moment they are queued, not when the sinks store them.
-                stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
-                votes = max(stored_votes, await topology.envelopes_published(js, name))
-                old_voters = await asyncio.to_thread(storage.voter_ids, conn, name)
-                refused = _unsafe_change(existing, wanted, old_voters, votes)
-                if refused:
+            try:
+                stored = await lifecycle.apply(js, conn, name, wanted, owner=status.get("pollUid"))
+            except lifecycle.Refused as refused:
+                if refused.reason == "Gone":
+                    raise kopf.TemporaryError(str(refused), delay=5) from refused
+                if refused.reason == "UnsafeChange":  # the poll goes on with its old spec
                     patch.status["conditions"] = set_condition(
-                        status.get("conditions"), "Ready", False, "UnsafeChange", refused
+                        status.get("conditions"), "Ready", False, refused.reason, str(refused)
                     )
-                    raise kopf.PermanentError(refused)
-                updated = await asyncio.to_thread(storage.update_spec, conn, name, wanted)
-                assert updated is not None
-                stored = updated
+                else:
+                    _fail(patch, status, refused.reason, str(refused))
+                raise kopf.PermanentError(str(refused)) from refused
             # The sinks first: once the poll is in the registry the ingest takes votes for
             # it, and whoever sees it there finds its sink Deployments in place too.
             for role in naming.ROLES:

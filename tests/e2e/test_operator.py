@@ -39,7 +39,6 @@ from privpoll.bus import naming
 from privpoll.db import storage
 from privpoll.local.embedded import NatsServer, PostgresServer, free_port
 from privpoll.local.runner import gunicorn_argv
-from privpoll.settings import Settings
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 from tests.e2e.helm import CHART, Helm, helm, secret_data, service_account_kubeconfig
 from tests.integration.conftest import nats, postgres
@@ -138,7 +137,10 @@ def start_operator_as(procs: Processes, command: Command) -> int:
 def ingest_command(port: int) -> tuple[list[str], dict[str, str]]:
     """The ingest as `privpoll up` starts it, one worker on ``port``: its command line and
     the settings it takes from the environment."""
-    return gunicorn_argv(), Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1).to_env()
+    return gunicorn_argv(), {
+        "PRIVPOLL_HTTP_ADDR": f"127.0.0.1:{port}",
+        "PRIVPOLL_INGEST_WORKERS": "1",
+    }
 
 
 def _ok(url: str) -> bool:
@@ -302,8 +304,11 @@ def chart_setup(
 
     def ingest(port: int) -> tuple[list[str], dict[str, str]]:
         argv, env = as_deployed(plane, namespace, pod("ingest")["containers"][0])
-        bind = f"127.0.0.1:{port}"
-        return listening_on(argv, "--bind", bind), {**env, **its_account("ingest")}
+        # The address is a setting (privpoll.web.gunicorn_conf); each pod has a network of
+        # its own, the test's processes share one.
+        assert env["PRIVPOLL_HTTP_ADDR"] == "0.0.0.0:8000"
+        env["PRIVPOLL_HTTP_ADDR"] = f"127.0.0.1:{port}"
+        return argv, {**env, **its_account("ingest")}
 
     # The admin token, where NOTES.txt says to find it.
     token = secret_data(plane, namespace, fullname)["admin-token"]

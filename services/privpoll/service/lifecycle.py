@@ -37,6 +37,57 @@ def record(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
     return storage.insert_poll(conn, poll, spec)
 
 
+class Refused(Exception):
+    """A spec that cannot apply to the stored poll; ``reason`` is a short CamelCase word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def unsafe_change(old: Poll, new: PollSpec, old_voters: list[str], votes: int) -> str | None:
+    """Why ``new`` may not replace the spec of ``old`` now, or None. Before the first vote
+    anything goes; after it, nothing that would make the estimates or the turnout wrong."""
+    if votes == 0:
+        return None
+    rules = new.rules()
+    if rules.choices != old.rules.choices:
+        return "choices cannot change after the first vote"
+    if rules.noise != old.rules.noise:
+        return "noise cannot change after the first vote (the estimates would be wrong)"
+    if rules.duplicates != old.rules.duplicates:
+        return "duplicates cannot change after the first vote"
+    removed = set(old_voters) - set(new.voters.listed)
+    if removed:
+        return f"{len(removed)} voters cannot be removed after the first vote; only add voters"
+    return None
+
+
+async def apply(
+    js: JetStream, conn: psycopg.Connection[Any], name: str, spec: PollSpec, *, owner: str | None
+) -> Poll:
+    """The stored poll ``name`` with ``spec``: recorded if new, changed if the change is safe.
+    ``owner`` is the uid of the poll the caller made before (None: it made none yet); a poll
+    of that name with another uid is someone else's. Refused says why not."""
+    await asyncio.to_thread(storage.migrate, conn)
+    existing = await asyncio.to_thread(storage.get_poll, conn, name)
+    if existing is None:
+        return await asyncio.to_thread(record, conn, new_poll(name, spec), spec)
+    if owner and str(existing.uid) != owner:
+        raise Refused("NameTaken", f"a poll named {name!r} exists already (another namespace?)")
+    # Votes count from the moment they are queued, not when the sinks store them.
+    stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
+    votes = max(stored_votes, await topology.envelopes_published(js, name))
+    old_voters = await asyncio.to_thread(storage.voter_ids, conn, name)
+    refused = unsafe_change(existing, spec, old_voters, votes)
+    if refused:
+        raise Refused("UnsafeChange", refused)
+    updated = await asyncio.to_thread(storage.update_spec, conn, name, spec)
+    if updated is None:  # deleted meanwhile: the next reconcile records it anew
+        raise Refused("Gone", f"the poll {name!r} was deleted while it was being changed")
+    return updated
+
+
 async def provision(
     js: JetStream, conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec, *, replicas: int
 ) -> Poll:
