@@ -1,0 +1,157 @@
+"""The image, run as the chart runs it: read-only root filesystem, user 10001, no capabilities,
+the chart's memory and CPU limits, a tmpfs where the chart mounts an emptyDir.
+
+The default command failing to serve /healthz is what the image shipped with before the
+Dockerfile installed its dependencies from pyproject's list and gunicorn's gevent extra
+(docs/deploy.md, "What the container tests prove").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.containers.conftest import Backend, Chart
+from tests.containers.podman import Container, Spec, podman, wait_for
+from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
+
+__all__ = ["control_plane"]
+
+STOP_WITHIN = 5.0
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def with_env(spec: Spec, **values: str) -> Spec:
+    """The same spec with some environment variables set to other values."""
+    container = copy.deepcopy(spec.container)
+    kept = [e for e in container.get("env", []) if e["name"] not in values]
+    container["env"] = kept + [{"name": k, "value": v} for k, v in values.items()]
+    return Spec(container, spec.pod, spec.secrets, spec.folders, spec.pod_name)
+
+
+def local_ingest(chart: Chart) -> Spec:
+    """The chart's ingest, provisioning polls itself: no Kubernetes API or operator here."""
+    return with_env(chart.ingest(), PRIVPOLL_CONTROL_PLANE="local")
+
+
+@pytest.fixture
+def containers() -> Iterator[list[Container]]:
+    started: list[Container] = []
+    yield started
+    for container in started:
+        container.remove()
+
+
+def assert_stops(container: Container) -> None:
+    took, code = container.stop(grace=int(STOP_WITHIN * 3))
+    logs = container.logs()[-3000:]
+    assert code == 0, f"{container.name} exited {code} after SIGTERM\n{logs}"
+    assert took < STOP_WITHIN, f"{container.name} took {took:.1f} s to stop\n{logs}"
+    assert "Traceback" not in logs, logs
+
+
+def test_privpoll_version(chart: Chart) -> None:
+    spec = chart.sink("lunch", "actors")
+    done = podman("run", "--rm", *spec.run_args(), spec.container["image"], "--version")
+    assert done.stdout.strip() == f"privpoll, version {VERSION}", done.stdout + done.stderr
+
+
+def test_the_default_command_serves_healthz(
+    chart: Chart, backend: Backend, containers: list[Container]
+) -> None:
+    spec = local_ingest(chart)
+    del spec.container["command"], spec.container["args"]
+    ingest = backend.run("default-command", spec)
+    containers.append(ingest)
+    wait_for(lambda: answers(f"{backend.ingest_url}/healthz"), "/healthz", logs=ingest)
+    # Ready: NATS and PostgreSQL answer the ingest inside the pod, at the chart's addresses.
+    wait_for(lambda: answers(f"{backend.ingest_url}/readyz"), "/readyz", logs=ingest)
+    assert_stops(ingest)
+
+
+def test_the_charts_ingest_serves_and_stops(
+    chart: Chart, backend: Backend, containers: list[Container]
+) -> None:
+    ingest = backend.run("ingest", local_ingest(chart))
+    containers.append(ingest)
+    wait_for(lambda: answers(f"{backend.ingest_url}/readyz"), "/readyz", logs=ingest)
+    response = httpx.get(f"{backend.ingest_url}/api/v1/openapi.json", timeout=10)
+    assert response.status_code == 200
+    assert_stops(ingest)
+
+
+def test_the_remixer_stops(chart: Chart, backend: Backend, containers: list[Container]) -> None:
+    sink = chart.sink("lunch", "ballots")
+    remixer = backend.run("remixer", sink, ["remixer"])
+    containers.append(remixer)
+    # It has no port to ask: long enough to be connected and inside its loop.
+    time.sleep(3)
+    assert remixer.running(), remixer.logs()
+    assert_stops(remixer)
+
+
+def kubeconfig_for_container(plane: ControlPlane) -> str:
+    """The control plane's kubeconfig with its CA inline, for a file mounted in a container."""
+    config = json.loads(plane.kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    ca = Path(cluster.pop("certificate-authority")).read_bytes()
+    import base64
+
+    cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    return json.dumps(config)
+
+
+def test_the_operator_stops(
+    chart: Chart,
+    backend: Backend,
+    containers: list[Container],
+    control_plane: ControlPlane,
+    tmp_path: Path,
+) -> None:
+    """kopf as the chart runs it, against a real API server on this machine's loopback.
+
+    The API server listens on loopback only, so this container shares the host's network
+    rather than the pod's: the chart's liveness port becomes a free one, and NATS and the
+    database are reached at the ports the pod publishes.
+    """
+    from privpoll.embedded import free_port
+
+    crd = ROOT / "charts" / "privpoll" / "crds" / "poll.yaml"
+    control_plane.kubectl("apply", "-f", str(crd))
+    control_plane.kubectl("create", "namespace", "pp", check=False)
+    folder = tmp_path / "kube"
+    folder.mkdir()
+    (folder / "config").write_text(kubeconfig_for_container(control_plane))
+    (folder / "config").chmod(0o644)
+    port = free_port()
+    spec = with_env(
+        chart.operator(),
+        PRIVPOLL_NATS_URL=backend.nats_url,
+        PRIVPOLL_DATABASE_URL=backend.database_url,
+        KUBECONFIG="/etc/kube/config",
+    )
+    args = [a.replace(":8080/", f":{port}/") for a in spec.argv()]
+    assert args != spec.argv(), "the chart's liveness address changed: update this test"
+    name = f"{backend.pod.name}-operator"
+    podman(
+        "run", "--detach", "--name", name, "--network=host",
+        f"--volume={folder}:/etc/kube:ro", *spec.run_args(), spec.container["image"], *args,
+    )  # fmt: skip
+    operator = Container(name)
+    containers.append(operator)
+    wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the operator's liveness", logs=operator)
+    assert_stops(operator)
