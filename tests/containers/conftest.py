@@ -11,7 +11,6 @@ import base64
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -38,7 +37,15 @@ class Chart:
     """The chart's manifests, rendered for images built here and an external PostgreSQL."""
 
     manifests: list[dict[str, Any]]
-    database_url: str
+    database_password: str
+
+    @property
+    def database_url(self) -> str:
+        """The DSN in the external database's Secret, at the host the pod maps to itself."""
+        return (
+            f"postgresql://privpoll:{self.database_password}@{DATABASE_HOST}:{POSTGRES_PORT}"
+            "/privpoll"
+        )
 
     def find(self, kind: str, name: str) -> dict[str, Any]:
         for doc in self.manifests:
@@ -95,8 +102,7 @@ def chart(helm: Helm, built: dict[str, str]) -> Chart:
         "--set", "ingest.replicas=1",
         release=RELEASE, namespace=NAMESPACE,
     )  # fmt: skip
-    url = f"postgresql://privpoll:{password}@{DATABASE_HOST}:{POSTGRES_PORT}/privpoll"
-    return Chart(manifests, url)
+    return Chart(manifests, password)
 
 
 @dataclass
@@ -160,7 +166,9 @@ def backend(chart: Chart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "StatefulSet", nats_name, "nats", folders={"config": config, "data": data},
             pod_name=f"{nats_name}-0",
         )  # fmt: skip
-        nats = pod.run("nats", str(nats_spec.container["image"]), nats_spec.run_args(), nats_spec.argv())
+        nats = pod.run(
+            "nats", str(nats_spec.container["image"]), nats_spec.run_args(), nats_spec.argv()
+        )
         postgres = pod.run(
             "postgres",
             images()["POSTGRES_IMAGE"],
@@ -168,7 +176,7 @@ def backend(chart: Chart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 "--read-only", "--read-only-tmpfs=false", "--cap-drop=ALL",
                 "--tmpfs=/tmp:rw,mode=1777", "--tmpfs=/var/lib/postgresql/data:rw,mode=1777",
                 "--env=POSTGRES_USER=privpoll", "--env=POSTGRES_DB=privpoll",
-                f"--env=POSTGRES_PASSWORD={chart.database_url.split(':')[2].split('@')[0]}",
+                f"--env=POSTGRES_PASSWORD={chart.database_password}",
             ],
         )  # fmt: skip
         running = Backend(pod, chart, nats, postgres)

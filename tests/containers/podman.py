@@ -16,7 +16,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,9 @@ def env() -> dict[str, str]:
     return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
 
 
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         ["podman", *args], env=env(), capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -199,7 +201,9 @@ class Container:
         podman("rm", "-f", "-t", "0", self.name, check=False)
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60, *, logs: Container | None = None) -> None:
+def wait_for(
+    check: Callable[[], bool], what: str, timeout: float = 60, *, logs: Container | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -231,9 +235,11 @@ class Pod:
         podman(*args)
         return cls(name, published)
 
-    def run(self, name: str, image: str, flags: list[str], argv: list[str] = ()) -> Container:  # type: ignore[assignment]
+    def run(self, name: str, image: str, flags: list[str], argv: Sequence[str] = ()) -> Container:
         container = Container(f"{self.name}-{name}")
-        podman("run", "--detach", "--pod", self.name, "--name", container.name, *flags, image, *argv)
+        podman(
+            "run", "--detach", "--pod", self.name, "--name", container.name, *flags, image, *argv
+        )
         self.containers.append(container)
         return container
 

@@ -8,6 +8,7 @@ Dockerfile installed its dependencies from pyproject's list and gunicorn's geven
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from privpoll.embedded import free_port
 from tests.containers.conftest import Backend, Chart
 from tests.containers.podman import Container, Spec, podman, wait_for
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
@@ -109,8 +111,6 @@ def kubeconfig_for_container(plane: ControlPlane) -> str:
     config = json.loads(plane.kubeconfig.read_text())
     cluster = config["clusters"][0]["cluster"]
     ca = Path(cluster.pop("certificate-authority")).read_bytes()
-    import base64
-
     cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
     return json.dumps(config)
 
@@ -128,8 +128,6 @@ def test_the_operator_stops(
     rather than the pod's: the chart's liveness port becomes a free one, and NATS and the
     database are reached at the ports the pod publishes.
     """
-    from privpoll.embedded import free_port
-
     crd = ROOT / "charts" / "privpoll" / "crds" / "poll.yaml"
     control_plane.kubectl("apply", "-f", str(crd))
     control_plane.kubectl("create", "namespace", "pp", check=False)
@@ -153,5 +151,9 @@ def test_the_operator_stops(
     )  # fmt: skip
     operator = Container(name)
     containers.append(operator)
-    wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the operator's liveness", logs=operator)
+    wait_for(
+        lambda: answers(f"http://127.0.0.1:{port}/healthz"),
+        "the operator's liveness",
+        logs=operator,
+    )
     assert_stops(operator)
