@@ -157,3 +157,16 @@ def test_the_operator_stops(
         logs=operator,
     )
     assert_stops(operator)
+
+
+def test_the_image_keeps_none_of_the_builders_pip_settings(chart: Chart) -> None:
+    """images/build.sh hands pip its index settings and CA as build secrets: none stays."""
+    image = chart.image()
+    config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
+    assert not [e for e in config.get("Env", []) if e.startswith("PIP_")], config["Env"]
+    done = podman(
+        "run", "--rm", "--user=0", "--entrypoint=/bin/sh", image, "-c",
+        "/opt/privpoll/bin/python -m pip config list;"
+        " find / -xdev \\( -name pip.conf -o -name pip-cert \\) -print",
+    )  # fmt: skip
+    assert done.stdout.strip() == "", done.stdout
