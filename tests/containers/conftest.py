@@ -8,11 +8,13 @@ privpoll's containers to it, each from the spec the chart or the operator render
 from __future__ import annotations
 
 import base64
+import copy
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
@@ -30,6 +32,8 @@ NAMESPACE = "pp"
 DATABASE_SECRET = "privpoll-db"
 DATABASE_HOST = "privpoll-db"
 INGEST_PORT, NATS_PORT, POSTGRES_PORT = 8000, 4222, 5432
+# The issue's bound on `podman stop` (SIGTERM, exit 0) for every long-running role.
+STOP_WITHIN = 5.0
 
 
 @dataclass
@@ -188,3 +192,23 @@ def backend(chart: Chart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         yield running
     finally:
         pod.remove()
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def with_env(spec: Spec, **values: str) -> Spec:
+    """The same spec with some environment variables set to other values."""
+    container = copy.deepcopy(spec.container)
+    kept = [e for e in container.get("env", []) if e["name"] not in values]
+    container["env"] = kept + [{"name": k, "value": v} for k, v in values.items()]
+    return Spec(container, spec.pod, spec.secrets, spec.folders, spec.pod_name)
+
+
+def local_ingest(chart: Chart) -> Spec:
+    """The chart's ingest, provisioning polls itself: no Kubernetes API or operator here."""
+    return with_env(chart.ingest(), PRIVPOLL_CONTROL_PLANE="local")

@@ -9,7 +9,6 @@ Dockerfile installed its dependencies from pyproject's list and gunicorn's geven
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import time
 import tomllib
@@ -20,34 +19,13 @@ import httpx
 import pytest
 
 from privpoll.embedded import free_port
-from tests.containers.conftest import Backend, Chart
-from tests.containers.podman import Container, Spec, podman, wait_for
+from tests.containers.conftest import STOP_WITHIN, Backend, Chart, answers, local_ingest, with_env
+from tests.containers.podman import Container, podman, wait_for
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 
 __all__ = ["control_plane"]
 
-STOP_WITHIN = 5.0
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-
-
-def answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def with_env(spec: Spec, **values: str) -> Spec:
-    """The same spec with some environment variables set to other values."""
-    container = copy.deepcopy(spec.container)
-    kept = [e for e in container.get("env", []) if e["name"] not in values]
-    container["env"] = kept + [{"name": k, "value": v} for k, v in values.items()]
-    return Spec(container, spec.pod, spec.secrets, spec.folders, spec.pod_name)
-
-
-def local_ingest(chart: Chart) -> Spec:
-    """The chart's ingest, provisioning polls itself: no Kubernetes API or operator here."""
-    return with_env(chart.ingest(), PRIVPOLL_CONTROL_PLANE="local")
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ import httpx
 import pytest
 
 from privpoll import storage
-from tests.containers.conftest import RELEASE, Backend, Chart
+from tests.containers.conftest import RELEASE, STOP_WITHIN, Backend, Chart, answers, local_ingest
 from tests.containers.podman import Container, wait_for
-from tests.containers.test_image import STOP_WITHIN, answers, local_ingest
 from tests.integration.conftest import CHOICES, Witness, poll_spec
 
 VOTERS = 40
