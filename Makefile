@@ -98,11 +98,11 @@ podman:
 		fi
 
 image: podman
-	PYTHON=$(IMAGE_PYTHON) nice -n 10 images/build.sh privpoll
+	PYTHON=$(IMAGE_PYTHON) images/build.sh privpoll
 
 # The image with the NATS and PostgreSQL images the container tests run beside it.
 images: podman
-	PYTHON=$(IMAGE_PYTHON) nice -n 10 images/build.sh all
+	PYTHON=$(IMAGE_PYTHON) images/build.sh all
 
 # The image run as the chart runs it, and the whole system voting in containers (tests/containers).
 containers: install podman

@@ -31,7 +31,9 @@ die() { printf '[images/build] ERROR: %s\n' "$*" >&2; exit 1; }
 
 command -v podman >/dev/null 2>&1 || die "podman is missing: 'make podman' installs it (as root)"
 
-eval "$(bash "$HERE/base.sh")"
+# An assignment, so that a failing base.sh stops this script (set -e ignores `eval "$(...)"`).
+base="$(bash "$HERE/base.sh")"
+eval "$base"
 
 # The builder's pip settings: PIP_* first, then pip's config files, as pip itself reads them.
 pip_setting() {
@@ -59,11 +61,11 @@ trap 'rm -rf "$secrets"' EXIT
     fi
 } >"$secrets/pip.conf"
 
-build() {  # build <image> <context> <Dockerfile>
-    local image="$1" context="$2" file="$3" start=$SECONDS
+build() {  # build <image> <context> <Dockerfile> <build argument naming the base>
+    local image="$1" context="$2" file="$3" base_arg="$4" start=$SECONDS
     log "podman build $image"
     if ! nice -n 10 podman build --quiet --layers \
-            --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+            --build-arg "$base_arg=$BASE_IMAGE" \
             --secret "id=pip.conf,src=$secrets/pip.conf" \
             --secret "id=pip-cert,src=$secrets/pip-cert" \
             -f "$file" -t "$image" "$context" >"$secrets/build.log" 2>&1; then
@@ -78,13 +80,13 @@ build() {  # build <image> <context> <Dockerfile>
 for what in "$@"; do
     case "$what" in
         privpoll)
-            build "localhost/privpoll:$TAG" "$ROOT" "$ROOT/Dockerfile"
+            build "localhost/privpoll:$TAG" "$ROOT" "$ROOT/Dockerfile" PYTHON_IMAGE
             printf 'PRIVPOLL_IMAGE=%q\n' "localhost/privpoll:$TAG" ;;
         nats)
-            build "localhost/privpoll-nats:$TAG" "$HERE/nats" "$HERE/nats/Dockerfile"
+            build "localhost/privpoll-nats:$TAG" "$HERE/nats" "$HERE/nats/Dockerfile" BASE_IMAGE
             printf 'NATS_IMAGE=%q\n' "localhost/privpoll-nats:$TAG" ;;
         postgres)
-            build "localhost/privpoll-postgres:$TAG" "$HERE/postgres" "$HERE/postgres/Dockerfile"
+            build "localhost/privpoll-postgres:$TAG" "$HERE/postgres" "$HERE/postgres/Dockerfile" BASE_IMAGE
             printf 'POSTGRES_IMAGE=%q\n' "localhost/privpoll-postgres:$TAG" ;;
         *) die "unknown image '$what': privpoll, nats, postgres or all" ;;
     esac
