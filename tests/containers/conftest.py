@@ -94,7 +94,7 @@ def built() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def chart(helm: Helm, built: dict[str, str]) -> Chart:
+def chart(built: dict[str, str], helm: Helm) -> Chart:
     password = secrets.token_hex(12)
     repository, _, tag = built["PRIVPOLL_IMAGE"].rpartition(":")
     nats_repository, _, nats_tag = built["NATS_IMAGE"].rpartition(":")
