@@ -8,18 +8,30 @@ Dockerfile installed its dependencies from pyproject's list and gunicorn's geven
 
 from __future__ import annotations
 
-import base64
 import json
+import secrets
 import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import yaml
 
+from privpoll import messaging
 from privpoll.embedded import free_port
-from tests.containers.conftest import STOP_WITHIN, Backend, Chart, answers, local_ingest, with_env
+from tests.containers.conftest import (
+    NAMESPACE,
+    RELEASE,
+    STOP_WITHIN,
+    Backend,
+    Chart,
+    answers,
+    local_ingest,
+    with_env,
+)
 from tests.containers.podman import Container, podman, wait_for
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 
@@ -84,13 +96,30 @@ def test_the_remixer_stops(chart: Chart, backend: Backend, containers: list[Cont
     assert_stops(remixer)
 
 
-def kubeconfig_for_container(plane: ControlPlane) -> str:
-    """The control plane's kubeconfig with its CA inline, for a file mounted in a container."""
-    config = json.loads(plane.kubeconfig.read_text())
-    cluster = config["clusters"][0]["cluster"]
-    ca = Path(cluster.pop("certificate-authority")).read_bytes()
-    cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
-    return json.dumps(config)
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def service_account(chart: Chart, plane: ControlPlane, folder: Path) -> dict[str, str]:
+    """What a pod of the chart's operator gets: its ServiceAccount, Role and RoleBinding
+    applied as the chart renders them, and a token, CA and namespace in the folder that
+    Kubernetes mounts at SERVICE_ACCOUNT_DIR. Returns the environment naming the API server."""
+    account = f"{RELEASE}-privpoll-operator"
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        plane.kubectl(
+            "apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(chart.find(kind, account))
+        )
+    token = plane.kubectl("create", "token", account, "-n", NAMESPACE).stdout.strip()
+    folder.mkdir()
+    (folder / "token").write_text(token)
+    (folder / "ca.crt").write_bytes(Path(plane.ca).read_bytes())
+    (folder / "namespace").write_text(NAMESPACE)
+    for item in folder.iterdir():
+        item.chmod(0o644)
+    address = urlsplit(plane.server)
+    return {
+        "KUBERNETES_SERVICE_HOST": str(address.hostname),
+        "KUBERNETES_SERVICE_PORT": str(address.port),
+    }
 
 
 def test_the_operator_stops(
@@ -100,32 +129,31 @@ def test_the_operator_stops(
     control_plane: ControlPlane,
     tmp_path: Path,
 ) -> None:
-    """kopf as the chart runs it, against a real API server on this machine's loopback.
+    """kopf as the chart runs it, with the chart's ServiceAccount and Role, against a real API
+    server on this machine's loopback.
 
     The API server listens on loopback only, so this container shares the host's network
     rather than the pod's: the chart's liveness port becomes a free one, and NATS and the
     database are reached at the ports the pod publishes.
     """
-    crd = ROOT / "charts" / "privpoll" / "crds" / "poll.yaml"
-    control_plane.kubectl("apply", "-f", str(crd))
-    control_plane.kubectl("create", "namespace", "pp", check=False)
-    folder = tmp_path / "kube"
-    folder.mkdir()
-    (folder / "config").write_text(kubeconfig_for_container(control_plane))
-    (folder / "config").chmod(0o644)
+    control_plane.kubectl("apply", "-f", str(ROOT / "charts" / "privpoll" / "crds" / "poll.yaml"))
+    control_plane.kubectl("create", "namespace", NAMESPACE, check=False)
+    folder = tmp_path / "serviceaccount"
+    api = service_account(chart, control_plane, folder)
     port = free_port()
     spec = with_env(
         chart.operator(),
         PRIVPOLL_NATS_URL=backend.nats_url,
         PRIVPOLL_DATABASE_URL=backend.database_url,
-        KUBECONFIG="/etc/kube/config",
+        **api,
     )
     args = [a.replace(":8080/", f":{port}/") for a in spec.argv()]
     assert args != spec.argv(), "the chart's liveness address changed: update this test"
     name = f"{backend.pod.name}-operator"
     podman(
         "run", "--detach", "--name", name, "--network=host",
-        f"--volume={folder}:/etc/kube:ro", *spec.run_args(), spec.container["image"], *args,
+        f"--volume={folder}:{SERVICE_ACCOUNT_DIR}:ro",
+        *spec.run_args(), spec.container["image"], *args,
     )  # fmt: skip
     operator = Container(name)
     containers.append(operator)
@@ -134,6 +162,25 @@ def test_the_operator_stops(
         "the operator's liveness",
         logs=operator,
     )
+    # Within its Role it provisions a Poll and creates the sink Deployments whose specs the
+    # end-to-end test runs (chart.sink).
+    poll = yaml.safe_load((ROOT / "examples" / "poll.yaml").read_text())
+    poll["metadata"]["name"] = name = f"op{secrets.token_hex(3)}"
+    control_plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=json.dumps(poll))
+
+    def ready() -> bool:
+        status = control_plane.get("poll", name, "-n", NAMESPACE).get("status", {})
+        return any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+
+    wait_for(ready, f"the Poll {name} to turn Ready", logs=operator)
+    for role in messaging.ROLES:
+        found = control_plane.get("deployment", f"privpoll-{name}-{role}", "-n", NAMESPACE)
+        (container,) = found["spec"]["template"]["spec"]["containers"]
+        expected = chart.sink(name, role).container
+        # The API server adds its defaults (imagePullPolicy, terminationMessage*).
+        assert {key: container.get(key) for key in expected} == expected
     assert_stops(operator)
 
 
