@@ -3,22 +3,34 @@
 # docs/deploy.md says why one image and not three.
 #
 # The base is pinned to an exact Python and Debian release; pin it to a digest as well
-# (python:3.11.14-slim-bookworm@sha256:...) when your registry policy asks for it.
+# (python:3.11.14-slim-bookworm@sha256:...) when your registry policy asks for it. `make image`
+# builds on a Debian bookworm base made locally instead (images/base.sh: Debian's python3), so
+# every command below works with `python3` from either.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
-RUN python -m venv /opt/privpoll
+RUN python3 -m venv /opt/privpoll
 # Dependencies first, from the project metadata alone, so that a code change reuses this layer.
 # Only the requirement list is read here: building the project from placeholder sources would
 # leave a build/ folder that the real install below could take for up to date.
+# How pip reaches its index, when the build machine needs more than the defaults (a mirror, a
+# proxy's CA): a pip config file given as the build secret `pip.conf` (images/build.sh passes
+# the builder's own). A secret is mounted for this one step only: nothing of it stays in a
+# layer, and the final stage never sees it.
 COPY pyproject.toml ./
-RUN /opt/privpoll/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["operator"]))' > requirements.txt \
+RUN --mount=type=secret,id=pip.conf \
+    --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && /opt/privpoll/bin/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["operator"]))' > requirements.txt \
     && /opt/privpoll/bin/pip install --no-cache-dir --disable-pip-version-check -r requirements.txt
 COPY README.md ./
 COPY services ./services
 COPY operator ./operator
-RUN /opt/privpoll/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
+RUN --mount=type=secret,id=pip.conf \
+    --mount=type=secret,id=pip-cert \
+    if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && /opt/privpoll/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps . \
     && /opt/privpoll/bin/python -m compileall -q /opt/privpoll/lib
 
 FROM ${PYTHON_IMAGE}

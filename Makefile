@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl clean
+.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl \
+	podman image images containers clean
 
 install: $(STAMP)
 
@@ -81,7 +82,33 @@ openssl:
 			echo "Some tests need openssl: run 'sudo apt-get install openssl' (they skip without it)"; \
 		fi
 
-test: lint typecheck chromium openssl
+# The image (Dockerfile) built with podman on a Debian base made here by debootstrap, so no
+# container registry is needed: localhost/privpoll:dev. images/build.sh says how; podman's
+# settings for this project are images/containers.conf, never the machine's own files.
+export CONTAINERS_CONF ?= $(CURDIR)/images/containers.conf
+IMAGE_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
+podman:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				podman runc debootstrap >/dev/null; \
+		else \
+			echo "The image and its tests need podman, runc and debootstrap: run 'sudo apt-get install podman runc debootstrap' (the container tests skip without them)"; \
+		fi
+
+image: podman
+	PYTHON=$(IMAGE_PYTHON) images/build.sh privpoll
+
+# The image with the NATS and PostgreSQL images the container tests run beside it.
+images: podman
+	PYTHON=$(IMAGE_PYTHON) images/build.sh all
+
+# The image run as the chart runs it, and the whole system voting in containers (tests/containers).
+containers: install podman
+	$(BIN)/pytest -q -ra tests/containers
+
+test: lint typecheck chromium openssl podman
 	$(BIN)/pytest -q -ra tests
 
 clean:

