@@ -21,6 +21,7 @@ import yaml
 
 from privpoll import messaging
 from privpoll.settings import Settings
+from privpoll.text_table import polls_table, results_table
 
 
 def _settings() -> Settings:
@@ -158,11 +159,12 @@ def poll_create(path: Path) -> None:
 
 @poll.command("list")
 def poll_list() -> None:
-    for item in _call("GET", "/api/v1/polls"):
-        turnout = item["turnout"]
-        click.echo(
-            f"{item['name']:<24} {item['phase']:<8} {turnout['voters']}/{turnout['eligible']} voted"
-        )
+    """List the polls: name, phase, how many voted of how many, title."""
+    found = _call("GET", "/api/v1/polls")
+    if not found:
+        click.echo("no polls yet: create one with `privpoll poll create -f poll.yaml`")
+        return
+    click.echo(polls_table(found))
 
 
 @poll.command("invitations")
@@ -176,6 +178,7 @@ def poll_invitations(name: str) -> None:
 @poll.command("close")
 @click.argument("name")
 def poll_close(name: str) -> None:
+    """Close a poll now: no more votes; the results stay."""
     closed = _call("POST", f"/api/v1/polls/{name}/close")
     click.echo(f"poll {closed['name']} is {closed['phase']}")
 
@@ -216,17 +219,21 @@ def results(name: str, as_json: bool) -> None:
         return
     votes = found["votes"]
     click.echo(f"{name}: {found['phase']}")
-    click.echo(f"{'choice':<20} {'estimate':>9}   {'95% interval':<17} {'stored':>7}")
-    for row in found["choices"]:
-        lo, hi = row["ci95"]
-        click.echo(
-            f"{row['choice']:<20} {row['estimate']:>9.1f}   [{lo:>6.1f}, {hi:>6.1f}]  "
-            f"{row['stored']:>7}"
-        )
+    click.echo(results_table(found["choices"]))
     click.echo(
         f"votes: {votes['total']} from {votes['uniqueVoters']} unique voters; "
         f"{votes['storedBallots']} ballots stored (real + fake)"
     )
+    pending = found.get("pending")
+    if pending:
+        click.echo(
+            f"{pending} more {'vote is' if pending == 1 else 'votes are'} accepted but not yet "
+            "stored, and not counted above: run this again in a few seconds"
+        )
+    elif pending is None and "pending" in found:
+        click.echo("the queue cannot say now whether more votes are still being stored")
+    if votes["total"] and found.get("verdict"):
+        click.echo(found["verdict"]["message"])
     if found.get("epsilon") is not None:
         click.echo(f"randomized response: epsilon = {found['epsilon']:.2f}")
     click.echo(

@@ -376,8 +376,7 @@ def results_page(name: str) -> tuple[str, int]:
     n, stored = votes["total"], votes["storedBallots"]
     p = poll.rules.replacement_probability()
     margin = expected_margin(n, len(poll.rules.choices), (stored - n) / n, p) if n else 0.0
-    accepted = polls.accepted_voters(poll)
-    unwritten = max(accepted - votes["uniqueVoters"], 0) if accepted is not None else 0
+    unwritten = found.get("pending") or 0
     return page(
         "results.html",
         poll=poll,
@@ -400,10 +399,19 @@ def results_json(name: str) -> WebResponse:
 @pages.get("/polls/<name>/results.csv")
 def results_csv(name: str) -> WebResponse:
     poll, found = _results(name)
-    rows = [["choice", "estimate", "ci95_low", "ci95_high", "stored_ballots"]]
+    rows = [["choice", "estimate", "ci95_low", "ci95_high", "stored_ballots", "raw_estimate"]]
     for row in found["choices"]:
         lo, hi = row["ci95"]
-        rows.append([row["choice"], str(row["estimate"]), str(lo), str(hi), str(row["stored"])])
+        rows.append(
+            [
+                row["choice"],
+                str(row["estimate"]),
+                str(lo),
+                str(hi),
+                str(row["stored"]),
+                str(row["rawEstimate"]),
+            ]
+        )
     return _csv(rows, f"{poll.name}-results.csv")
 
 

@@ -21,6 +21,7 @@ from privpoll.ballot_box import AlreadyVoted, PollClosed, QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import RETRY_AFTER, services
 from privpoll.poll import Phase, Poll
+from privpoll.queued import pending_votes
 from privpoll.results import summarize
 from privpoll.spec import NAME_PATTERN, NewPoll, describe, problems
 
@@ -197,17 +198,6 @@ def voted(poll: Poll) -> set[str]:
     return found
 
 
-def accepted_voters(poll: Poll) -> int | None:
-    """How many voters have a vote accepted, counted from reservations; None if unknown."""
-    if poll.rules.duplicates != "prevent":
-        return None
-    svc = services()
-    try:
-        return len(svc.box.call(svc.box.reserved(poll)))
-    except QueueDown:
-        return None
-
-
 def results_of(poll: Poll, *, admin: bool) -> dict[str, Any]:
     """The results document; before close only the admin sees an ``afterClose`` poll's."""
     phase = poll.phase()
@@ -220,7 +210,8 @@ def results_of(poll: Poll, *, admin: bool) -> dict[str, Any]:
         )
     with services().pool.connection() as conn:
         votes, voters, stored = storage.tally(conn, poll.uid)
-    return summarize(poll.rules, phase.value, votes, voters, stored)
+    pending = pending_votes(poll, votes)
+    return summarize(poll.rules, phase.value, votes, voters, stored, pending)
 
 
 def open_ballot(name: str, voter: str, token: str) -> Poll:

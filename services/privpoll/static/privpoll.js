@@ -13,10 +13,12 @@
   function expectedMargin(voters, choices, fakeMean, p) {
     if (voters <= 0 || choices < 1) return 0;
     const m = choices, n = voters, w = 1 / m, c = n / m, fakes = n * fakeMean;
-    const a = 1 - p + p / m, b = p / m;
-    const variance =
-      (fakes * w * (1 - w) + c * a * (1 - a) + (n - c) * b * (1 - b)) / ((1 - p) * (1 - p));
-    return Z95 * Math.sqrt(variance);
+    const a = 1 - p + p / m, b = p / m, step = 0.5 / (1 - p);
+    const variance = (k) =>
+      (fakes * w * (1 - w) + k * a * (1 - a) + (n - k) * b * (1 - b)) / ((1 - p) * (1 - p));
+    const half = Z95 * Math.sqrt(variance(c)) + step;
+    const lo = Math.max(c - half, 0), hi = Math.min(c + half, n);
+    return Z95 * Math.sqrt(Math.max(variance(lo), variance(hi))) + step;
   }
 
   const HEADERS = ["voter", "voters", "voter id", "voter_id", "voterid", "id", "email", "e-mail"];
