@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import yaml
 
-from privpoll import messaging
+from privpoll import __version__, messaging
 from privpoll.settings import Settings
 from privpoll.text_table import polls_table, results_table
 
@@ -92,8 +92,17 @@ def _serve(main: Coroutine[Any, Any, None]) -> None:
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="log more")
+@click.version_option(
+    __version__, "--version", prog_name="privpoll", message="%(prog)s %(version)s"
+)
 def main(verbose: bool) -> None:
-    """Reasonably private polling."""
+    """Reasonably private polling.
+
+    Start everything on this machine with `privpoll up`; then create polls with
+    `privpoll poll create -f poll.yaml` or in the browser, and read results with
+    `privpoll results NAME`. Commands that talk to a running privpoll find it through
+    PRIVPOLL_URL and PRIVPOLL_ADMIN_TOKEN (or the data folder of `privpoll up`).
+    """
     level = logging.DEBUG if verbose else getattr(logging, _settings().log_level.upper(), 20)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -144,13 +153,23 @@ def _read_poll_file(path: Path) -> dict[str, Any]:
         raise click.ClickException(f"{path} is not valid YAML: {error}") from error
     if not isinstance(document, dict):
         raise click.ClickException(f"{path} must hold a Poll (a mapping with metadata and spec)")
+    kind = document.get("kind")
+    if kind is not None and kind != "Poll":
+        raise click.ClickException(f"{path}: this is not a Poll (kind: {kind})")
     if "metadata" in document:
         return {"name": (document.get("metadata") or {}).get("name"), "spec": document.get("spec")}
     return document
 
 
 @poll.command("create")
-@click.option("-f", "--file", "path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="the Poll YAML file",
+)
 def poll_create(path: Path) -> None:
     """Create a poll from a Poll YAML file (the same file kubectl applies)."""
     created = _call("POST", "/api/v1/polls", _read_poll_file(path))
@@ -170,7 +189,7 @@ def poll_list() -> None:
 @poll.command("invitations")
 @click.argument("name")
 def poll_invitations(name: str) -> None:
-    """Print one invitation link per voter."""
+    """Print one invitation link per voter: the voter id, a tab, the link."""
     for item in _call("GET", f"/api/v1/polls/{name}/invitations"):
         click.echo(f"{item['voter']}\t{item['url']}")
 
@@ -194,7 +213,12 @@ def poll_remix(name: str) -> None:
 @click.argument("invitation")
 @click.argument("choice")
 def vote(invitation: str, choice: str) -> None:
-    """Vote with an invitation link."""
+    """Vote with an invitation link.
+
+    INVITATION is the whole link the voter received (in quotes: it holds '&'), e.g.
+    "https://polls.example/vote/lunch?voter=ada&token=..."; CHOICE is one of the poll's
+    choices, spelt as the poll spells it.
+    """
     parts = urlsplit(invitation)
     query = parse_qs(parts.query)
     name = parts.path.rstrip("/").rsplit("/", 1)[-1]

@@ -34,8 +34,15 @@ _ERROR: dict[str, Any] = {
                     "items": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["field", "message"],
-                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                        "required": ["field", "message", "code"],
+                        "properties": {
+                            "field": {"type": "string", "description": "e.g. spec.choices.0"},
+                            "message": {"type": "string", "description": "for people"},
+                            "code": {
+                                "type": "string",
+                                "description": "stable, for programs: e.g. string_too_short",
+                            },
+                        },
                     },
                 },
             },
@@ -78,6 +85,25 @@ _POLL_WITH_TURNOUT: dict[str, Any] = {
 
 _RESULTS_FIELDS: dict[str, Any] = {
     "phase": {"enum": ["Pending", "Open", "Closed"]},
+    "pending": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "description": "votes accepted (202) but not yet stored, so not counted in `choices`; "
+        "null when the queue cannot say right now",
+    },
+    "verdict": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["winner", "message"],
+        "properties": {
+            "winner": {
+                "type": ["string", "null"],
+                "description": "the leading choice when its 95% interval lies above every "
+                "other's; null when the intervals overlap (no winner can be called)",
+            },
+            "message": {"type": "string", "description": "the same, in words"},
+        },
+    },
     "choices": {"type": "array", "items": {"$ref": "#/components/schemas/ChoiceResult"}},
     "votes": {"$ref": "#/components/schemas/VoteCounts"},
     "noise": {"$ref": "#/components/schemas/Noise"},

@@ -31,7 +31,7 @@ from werkzeug.wrappers import Response as WebResponse
 
 from privpoll import polls, randomness, tokens
 from privpoll.chart import bar_chart
-from privpoll.errors import ApiError
+from privpoll.errors import PAGE_WORDS, ApiError
 from privpoll.ingest import client_address, services
 from privpoll.poll import Phase, Poll
 from privpoll.poll_form import CUSTOM, PRESETS, PollForm, VoterListError, decode_upload
@@ -128,10 +128,10 @@ def _slow_down(wait: float) -> tuple[str, int, dict[str, str]]:
 
 @pages.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> tuple[str, int]:
-    message = error.description or ""
+    title, message = PAGE_WORDS.get(error.code or 500, (error.name, error.description or ""))
     if error.code == 413:
         message = "What you sent is too large (at most 8 MB)."
-    return error_page(error.code or 500, error.name, message)
+    return error_page(error.code or 500, title, message)
 
 
 def admin_page(view: Callable[P, R]) -> Callable[P, R | WebResponse]:
@@ -184,7 +184,8 @@ def signin() -> WebResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
             "signin.html",
             400,
             next=target,
-            problem="That is not the admin token. `privpoll up` prints it when it starts.",
+            problem="That is not the admin token. The command privpoll up prints it when it "
+            "starts.",
         )
     session.clear()
     session.permanent = True
@@ -272,7 +273,9 @@ def create_poll() -> WebResponse | tuple[str, int]:
                 continue
             key = "name" if error.code == "poll_exists" else "form"
             return _form_page(form.with_problems({key: [error.message]}), error.status)
-        return redirect(url_for("pages.poll_page", name=poll.name), 303)
+        merged = form.repeated_voters()
+        target = url_for("pages.poll_page", name=poll.name, merged=merged or None)
+        return redirect(target, 303)
     return _form_page(
         form.with_problems({"name": ["every name made from this title is taken: type one"]}), 409
     )
@@ -304,6 +307,7 @@ def poll_page(name: str) -> tuple[str, int]:
         waiting=waiting,
         stored=polls.turnout(poll),
         Phase=Phase,
+        merged=request.args.get("merged", 0, type=int),
     )
 
 
@@ -508,10 +512,21 @@ def cast(name: str) -> Any:
                 503,
             )
         return _ballot_problem(error, name)
+    # The thank-you page is for whoever voted from this browser: the session remembers the
+    # poll's name (never the voter, never the choice).
+    voted_in = [p for p in session.get("voted_in", []) if isinstance(p, str)][-20:]
+    session["voted_in"] = [*voted_in, name] if name not in voted_in else voted_in
     return redirect(url_for("pages.voted", name=name), 303)
 
 
 @pages.get("/vote/<name>/done")
 def voted(name: str) -> tuple[str, int]:
+    if name not in session.get("voted_in", []):
+        return error_page(
+            404,
+            "No vote from this browser",
+            "This page thanks voters after they vote, and no vote in this poll was sent from "
+            "this browser. To vote, open the invitation link you received.",
+        )
     poll = polls.stored_poll(name)
     return page("voted.html", poll=poll, results_open=_results_open(poll))

@@ -90,6 +90,7 @@ CUSTOM = "custom"
 _FIELDS: list[tuple[str, str]] = [
     ("name", "name"),
     ("spec.title", "title"),
+    ("spec.description", "description"),
     ("spec.choices", "choices"),
     ("spec.voters", "voters"),
     ("spec.schedule.opensAt", "opensAt"),
@@ -222,6 +223,7 @@ class PollForm:
 
     name: str = ""
     title: str = ""
+    description: str = ""
     choices: tuple[str, ...] = ("", "", "")
     voters: str = ""
     opens_at: str = ""
@@ -252,6 +254,7 @@ class PollForm:
         form = cls(
             name=text("name"),
             title=text("title"),
+            description=text("description"),
             choices=tuple(c.strip() for c in choices) or ("", ""),
             voters=(get("voters") or "").strip(),
             opens_at=text("opensAt"),
@@ -349,7 +352,7 @@ class PollForm:
         """The API body ``{name, spec}`` and the problems found before the API sees it."""
         found: dict[str, list[str]] = {}
         try:
-            voters = parse_voters(self.voters)
+            voters = list(dict.fromkeys(parse_voters(self.voters)))
         except VoterListError as error:
             found["voters"] = [str(error)]
             voters = ["-"]  # keeps the API's check of the other fields going
@@ -365,6 +368,7 @@ class PollForm:
             noise["randomizedResponse"] = {"epsilon": self.epsilon or None}
         spec: dict[str, Any] = {
             "title": self.title,
+            **({"description": self.description} if self.description else {}),
             "choices": [c for c in self.choices if c],
             "voters": {"ids": voters},
             "noise": noise,
@@ -374,6 +378,14 @@ class PollForm:
             "results": {"visibility": self.visibility},
         }
         return {"name": self.poll_name(attempt), "spec": spec}, found
+
+    def repeated_voters(self) -> int:
+        """How many lines of the voter list repeat an id above them (merged into one)."""
+        try:
+            found = parse_voters(self.voters)
+        except VoterListError:
+            return 0
+        return len(found) - len(set(found))
 
     def api_problems(self, fields: list[dict[str, str]]) -> dict[str, list[str]]:
         """The API's field problems, keyed by form field, choice rows named as on the page."""

@@ -72,6 +72,9 @@ def all_polls() -> list[Poll]:
 def parse_new_poll(body: Any, *, strict: bool = False) -> NewPoll:
     """The poll a body describes. ``strict``: JSON types exactly as the OpenAPI document says
     (``"10"`` is not a number), for the API; the pages' form sends every field as text."""
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if kind is not None and kind != "Poll":
+        raise ApiError(400, "not_a_poll", f"this is not a Poll (kind: {kind})")
     try:
         if strict:
             return NewPoll.model_validate_json(json.dumps(body), strict=True)

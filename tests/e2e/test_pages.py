@@ -176,7 +176,7 @@ def test_a_poll_from_sign_in_to_results(browser: Browser, site: System) -> None:
     exported = creator.request.get(f"{site.url}/polls/friday/results.json").json()
     assert exported == site.results("friday")
     table = creator.request.get(f"{site.url}/polls/friday/results.csv").text().splitlines()
-    assert table[0] == "choice,estimate,ci95_low,ci95_high,stored_ballots"
+    assert table[0] == "choice,estimate,ci95_low,ci95_high,stored_ballots,raw_estimate"
     assert [line.split(",")[0] for line in table[1:]] == CHOICES
 
     results_page = page.content()

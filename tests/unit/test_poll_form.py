@@ -172,3 +172,16 @@ def test_preview_uses_the_estimators_formula() -> None:
     assert private.margin > shown.margin
     broken = PollForm(distribution="poisson", fake="lots").preview()
     assert broken.margin is None
+
+
+def test_a_voter_listed_twice_is_merged_with_a_note_and_a_description_kept() -> None:
+    form = submitted(
+        {"title": "Lunch", "description": "Friday, 12:30", "voters": "alice\nbob\nalice\n"},
+        ["pizza", "sushi"],
+    )
+    body, found = form.body()
+    assert found == {}
+    new = NewPoll.model_validate(body)
+    assert new.spec.voters.ids == ["alice", "bob"]
+    assert new.spec.description == "Friday, 12:30"
+    assert form.repeated_voters() == 1
