@@ -9,7 +9,17 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from privpoll import polls, provision, ratelimit, remix, storage, tokens, vote_route
+from privpoll import (
+    erase,
+    polls,
+    provision,
+    ratelimit,
+    reissue,
+    remix,
+    storage,
+    tokens,
+    vote_route,
+)
 from privpoll.ballot_box import QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import client_address, services
@@ -108,6 +118,21 @@ def close_poll(name: str) -> Response:
     _require_admin()
     closed = polls.close_poll(name)
     return jsonify({**closed.summary(), "turnout": polls.turnout(closed)})
+
+
+@api.delete("/api/v1/polls/<name>")
+def delete_poll(name: str) -> Response:
+    """Erase a poll: rows, queue, and on Kubernetes the Poll resource; says what went."""
+    _require_admin()
+    return jsonify(erase.delete_poll(name).to_json())
+
+
+@api.post("/api/v1/polls/<name>/voters/<path:voter>/reissue")
+def reissue_link(name: str, voter: str) -> Response:
+    """A new link for one voter; the old one stops working."""
+    _require_admin()
+    found = reissue.reissue(name, voter)
+    return jsonify({"voter": found.voter, "token": found.token, "url": found.url})
 
 
 @api.get("/api/v1/polls/<name>/invitations")

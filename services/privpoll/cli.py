@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import click
 import yaml
@@ -200,6 +200,31 @@ def poll_close(name: str) -> None:
     """Close a poll now: no more votes; the results stay."""
     closed = _call("POST", f"/api/v1/polls/{name}/close")
     click.echo(f"poll {closed['name']} is {closed['phase']}")
+
+
+@poll.command("reissue")
+@click.argument("name")
+@click.argument("voter")
+def poll_reissue(name: str, voter: str) -> None:
+    """Print a new invitation link for VOTER; their old link stops working at once.
+
+    A voter who already voted still cannot vote again with the new link.
+    """
+    found = _call("POST", f"/api/v1/polls/{name}/voters/{quote(voter, safe='')}/reissue")
+    click.echo(f"{found['voter']}\t{found['url']}")
+
+
+@poll.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def poll_delete(name: str, yes: bool) -> None:
+    """Delete a poll for good: its votes, results and invitation links."""
+    if not yes:
+        click.confirm(
+            f"Erase poll {name}: its stored votes, its results and every invitation link?",
+            abort=True,
+        )
+    click.echo(_call("DELETE", f"/api/v1/polls/{name}")["message"])
 
 
 @poll.command("remix")

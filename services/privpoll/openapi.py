@@ -221,6 +221,34 @@ _NAME = [
         "schema": {"type": "string"},
     }
 ]
+_VOTER = {
+    "name": "voter",
+    "in": "path",
+    "required": True,
+    "description": "the voter id, URL-encoded",
+    "schema": {"type": "string"},
+}
+_ERASED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "erased", "message"],
+    "properties": {
+        "name": {"type": "string"},
+        "erased": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["votes", "ballots", "invitations", "queue", "pollResource"],
+            "properties": {
+                "votes": {"type": "integer", "minimum": 0, "description": "actor rows"},
+                "ballots": {"type": "integer", "minimum": 0, "description": "real and fake"},
+                "invitations": {"type": "integer", "minimum": 0},
+                "queue": {"type": "boolean"},
+                "pollResource": {"type": "boolean", "description": "on Kubernetes"},
+            },
+        },
+        "message": {"type": "string"},
+    },
+}
 _ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 # Admin calls: a missing token, a wrong one, or too many wrong ones from one address.
 _AUTH = (401, 403, 429)
@@ -300,6 +328,29 @@ def document() -> dict[str, Any]:
                     "summary": "A poll, its phase and turnout (no voter list)",
                     "parameters": _NAME,
                     "responses": {"200": _json(_ref("PollWithTurnout")), **_errors(404, 503)},
+                },
+                "delete": {
+                    "summary": "Erase a poll: its vote rows, its row, stream, voters bucket "
+                    "and registry entry; on Kubernetes the Poll resource and its sinks",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "200": _json(_ERASED, "what was erased"),
+                        **_errors(*_AUTH, 404, 503),
+                    },
+                },
+            },
+            "/api/v1/polls/{name}/voters/{voter}/reissue": {
+                "post": {
+                    "summary": "A new invitation link for one voter; their old link stops "
+                    "working (within a second on every ingest worker). A voter who voted "
+                    "still cannot vote again.",
+                    "security": _ADMIN,
+                    "parameters": [*_NAME, _VOTER],
+                    "responses": {
+                        "200": _json(_INVITATION, "the voter's new invitation"),
+                        **_errors(*_AUTH, 404, 409, 503),
+                    },
                 }
             },
             "/api/v1/polls/{name}/close": {

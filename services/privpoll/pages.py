@@ -29,7 +29,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WebResponse
 
-from privpoll import polls, randomness, tokens
+from privpoll import erase, polls, randomness, reissue, tokens
 from privpoll.chart import bar_chart
 from privpoll.errors import PAGE_WORDS, ApiError
 from privpoll.ingest import client_address, services
@@ -204,7 +204,7 @@ def signout() -> WebResponse:
 @admin_page
 def poll_list() -> tuple[str, int]:
     rows = [(poll, len(polls.voted(poll))) for poll in polls.all_polls()]
-    return page("polls.html", rows=rows)
+    return page("polls.html", rows=rows, notice=session.pop("notice", None))
 
 
 def _form_page(form: PollForm, status: int = 200) -> tuple[str, int]:
@@ -290,13 +290,14 @@ def _schedule(poll: Poll) -> dict[str, Any]:
 
 @pages.get("/polls/<name>")
 @admin_page
-def poll_page(name: str) -> tuple[str, int]:
+def poll_page(name: str, delete_problem: str = "", status: int = 200) -> tuple[str, int]:
     poll = polls.stored_poll(name)
     voters = polls.voter_ids(poll)
     voted = polls.voted(poll)
     waiting = [voter for voter in voters if voter not in voted]
     return page(
         "poll.html",
+        status,
         poll=poll,
         phase=poll.phase(),
         schedule=_schedule(poll),
@@ -308,7 +309,27 @@ def poll_page(name: str) -> tuple[str, int]:
         stored=polls.turnout(poll),
         Phase=Phase,
         merged=request.args.get("merged", 0, type=int),
+        reissued=request.args.get("reissued", ""),
+        delete_problem=delete_problem,
     )
+
+
+@pages.post("/polls/<name>/reissue")
+@admin_page
+def reissue_link(name: str) -> WebResponse:
+    voter = request.form.get("voter", "")
+    reissue.reissue(name, voter)
+    target = url_for("pages.poll_page", name=name, reissued=voter, _anchor="invitations")
+    return redirect(target, 303)
+
+
+@pages.post("/polls/<name>/delete")
+@admin_page
+def delete_poll(name: str) -> WebResponse | tuple[str, int]:
+    if request.form.get("confirm", "").strip() != name:
+        return poll_page(name, f"Type {name} exactly: nothing was deleted.", 400)
+    session["notice"] = erase.delete_poll(name).describe().capitalize() + "."
+    return redirect(url_for("pages.poll_list"), 303)
 
 
 @pages.get("/polls/<name>/turnout.json")

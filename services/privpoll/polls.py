@@ -172,11 +172,23 @@ def each_invitation(poll: Poll, voters: Iterable[str] | None = None) -> Iterator
 
     def made() -> Iterator[Invitation]:
         for voter in chosen:
-            token = tokens.voter_token(settings.secret_bytes, poll.uid, voter)
+            token = tokens.voter_token(
+                settings.secret_bytes,
+                poll.uid,
+                voter,
+                _generation(settings.secret_bytes, poll, voter),
+            )
             link = f"{settings.base_url}/vote/{poll.name}?voter={quote(voter, safe='')}"
             yield Invitation(voter, token, f"{link}&token={token}")
 
     return made()
+
+
+def _generation(secret: bytes, poll: Poll, voter: str) -> int:
+    """How many times this voter's link was reissued (0 for nearly everyone: no HMAC)."""
+    if not poll.reissued:
+        return 0
+    return poll.reissued.get(tokens.reissue_key(secret, poll.uid, voter), 0)
 
 
 def voted(poll: Poll) -> set[str]:
@@ -235,10 +247,23 @@ def open_ballot(name: str, voter: str, token: str) -> Poll:
     if phase is Phase.PENDING:
         opens = poll.rules.schedule.opens_at
         raise ApiError(409, "poll_not_open", f"this poll opens at {opens:%Y-%m-%d %H:%M %Z}")
-    if not tokens.is_valid(svc.settings.secret_bytes, poll.uid, voter, token):
-        raise ApiError(
-            403, "invalid_token", "this invitation token is not valid for this voter and poll"
-        )
+    secret = svc.settings.secret_bytes
+    current = _generation(secret, poll, voter)
+    if not tokens.is_valid(secret, poll.uid, voter, token, current):
+        # A link reissued a moment ago, which this worker's copy of the poll does not know
+        # yet: read the registry now (only for a token of the next generation, so a guessed
+        # token costs no NATS request).
+        newer = None
+        if tokens.is_valid(secret, poll.uid, voter, token, current + 1):
+            try:
+                newer = svc.box.call(svc.box.poll(name, fresh=True))
+            except QueueDown as error:
+                raise queue_down() from error
+        if newer is None or _generation(secret, newer, voter) != current + 1:
+            raise ApiError(
+                403, "invalid_token", "this invitation token is not valid for this voter and poll"
+            )
+        poll = newer
     return poll
 
 

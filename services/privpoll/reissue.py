@@ -1,0 +1,44 @@
+"""Reissuing a voter's link: a new token, and the old one refused from then on.
+
+A token is an HMAC of (poll uid, voter, generation); the generation of each reissued voter
+lives in the poll's row and registry entry, which every ingest worker caches, so checking a
+vote's token never reads the database. The voter's reservation (``prevent`` mode) does not
+depend on the generation: a voter who voted cannot vote again with the new link.
+"""
+
+from __future__ import annotations
+
+from privpoll import provision, storage, tokens
+from privpoll.ballot_box import QueueDown
+from privpoll.errors import ApiError
+from privpoll.ingest import services
+from privpoll.poll import Phase
+from privpoll.polls import Invitation, each_invitation, not_found, queue_down, stored_poll
+
+
+def reissue(name: str, voter: str) -> Invitation:
+    poll = stored_poll(name)
+    svc = services()
+    if poll.phase() is Phase.CLOSED:
+        raise ApiError(409, "poll_closed", "this poll is closed: a new link could not vote")
+    with svc.pool.connection() as conn:
+        if voter not in storage.voter_ids(conn, name):
+            raise ApiError(
+                404, "voter_not_found", f"{voter!r} is not on this poll's list of voters"
+            )
+        key = tokens.reissue_key(svc.settings.secret_bytes, poll.uid, voter)
+        updated = storage.reissue(conn, name, key)
+    if updated is None:
+        raise not_found(name)
+
+    async def publish() -> None:
+        registry = await provision.registry(await svc.box.jetstream())
+        await registry.put(name, updated.to_registry())
+
+    try:
+        svc.box.call(publish())
+    except QueueDown as error:
+        # The row holds the new generation; the registry gets it with the next write.
+        raise queue_down() from error
+    svc.box.remember(updated)
+    return next(each_invitation(updated, [voter]))
