@@ -20,6 +20,7 @@ from privpoll import (
     tokens,
     vote_route,
 )
+from privpoll import invitations as mailing
 from privpoll.ballot_box import QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import client_address, services
@@ -133,6 +134,30 @@ def reissue_link(name: str, voter: str) -> Response:
     _require_admin()
     found = reissue.reissue(name, voter)
     return jsonify({"voter": found.voter, "token": found.token, "url": found.url})
+
+
+@api.post("/api/v1/polls/<name>/invitations/send")
+def send_invitations(name: str) -> tuple[Response, int]:
+    """E-mail every voter whose id is an address their link, in the background."""
+    _require_admin()
+    again = request.args.get("again", "false")
+    if again not in ("true", "false"):
+        raise ApiError(400, "invalid_parameter", "again must be true or false")
+    return jsonify(mailing.send_invitations(name, again=again == "true").to_json()), 202
+
+
+@api.post("/api/v1/polls/<name>/reminders")
+def send_reminders(name: str) -> tuple[Response, int]:
+    """E-mail a reminder to every voter with an address who has not voted."""
+    _require_admin()
+    return jsonify({"queued": mailing.send_reminders(name)}), 202
+
+
+@api.get("/api/v1/polls/<name>/mail")
+def mail_progress(name: str) -> Response:
+    """How far the invitations and reminders are, with each address that failed."""
+    _require_admin()
+    return jsonify(mailing.progress(name))
 
 
 @api.get("/api/v1/polls/<name>/invitations")

@@ -249,6 +249,58 @@ _ERASED: dict[str, Any] = {
         "message": {"type": "string"},
     },
 }
+_INVITATIONS_QUEUED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["queued", "skipped", "alreadySent"],
+    "properties": {
+        "queued": {"type": "integer", "minimum": 0},
+        "skipped": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "voter ids that are not e-mail addresses",
+        },
+        "alreadySent": {"type": "integer", "minimum": 0, "description": "mailed before"},
+    },
+}
+_REMINDERS_QUEUED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["queued"],
+    "properties": {"queued": {"type": "integer", "minimum": 0}},
+}
+_MAIL_KIND: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["queued", "sending", "sent", "failed", "skipped", "failures", "done"],
+    "properties": {
+        **{
+            state: {"type": "integer", "minimum": 0}
+            for state in ("queued", "sending", "sent", "failed", "skipped")
+        },
+        "failures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["voter", "problem"],
+                "properties": {"voter": {"type": "string"}, "problem": {"type": "string"}},
+            },
+        },
+        "done": {"type": "boolean"},
+    },
+}
+_MAIL_PROGRESS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["configured", "invitations", "reminders"],
+    "properties": {
+        "configured": {"type": "boolean"},
+        "howToConfigure": {"type": "string"},
+        "invitations": _MAIL_KIND,
+        "reminders": _MAIL_KIND,
+    },
+}
 _ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 # Admin calls: a missing token, a wrong one, or too many wrong ones from one address.
 _AUTH = (401, 403, 429)
@@ -381,6 +433,49 @@ def document() -> dict[str, Any]:
                         "200": _json({"type": "array", "items": _INVITATION}),
                         **_errors(*_AUTH, 404, 503),
                     },
+                }
+            },
+            "/api/v1/polls/{name}/invitations/send": {
+                "post": {
+                    "summary": "E-mail every voter whose id is an address their own link, in "
+                    "the background (GET .../mail shows the progress); nobody mailed before "
+                    "is mailed again unless again=true",
+                    "security": _ADMIN,
+                    "parameters": [
+                        *_NAME,
+                        {
+                            "name": "again",
+                            "in": "query",
+                            "required": False,
+                            "description": "also mail the voters who got their invitation",
+                            "schema": {"enum": ["true", "false"]},
+                        },
+                    ],
+                    "responses": {
+                        "202": _json(_INVITATIONS_QUEUED, "queued"),
+                        **_errors(400, *_AUTH, 404, 409, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/reminders": {
+                "post": {
+                    "summary": "E-mail a reminder to every voter with an address who has not "
+                    "voted (checked again just before each message leaves)",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "202": _json(_REMINDERS_QUEUED, "queued"),
+                        **_errors(*_AUTH, 404, 409, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/mail": {
+                "get": {
+                    "summary": "Progress of the invitations and reminders, and each address "
+                    "that failed for good with the mail server's words",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {"200": _json(_MAIL_PROGRESS), **_errors(*_AUTH, 404, 503)},
                 }
             },
             "/api/v1/polls/{name}/votes": {

@@ -410,7 +410,7 @@ def plain_message(item: Mapping[str, Any], loc: str) -> str:
     if kind in ("bool_type", "bool_parsing"):
         return "must be true or false"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return "must be a group of fields (key: value lines indented under it)"
+        return "must be an object of fields ({...} in JSON; key: value lines, indented, in YAML)"
     if kind == "list_type":
         return "must be a list (one '- item' per line, or [a, b])"
     if kind == "greater_than":

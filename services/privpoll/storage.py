@@ -74,6 +74,19 @@ MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
         # vote table, and no time in it.
         "ALTER TABLE polls ADD COLUMN IF NOT EXISTS reissued jsonb NOT NULL DEFAULT '{}'",
     ),
+    (
+        # E-mail to voters (privpoll.invitations): who was mailed what, never how they voted;
+        # no time either. kind: invitation or reminder; state: queued, sending, sent, failed
+        # or skipped (voted before their reminder went out).
+        """CREATE TABLE IF NOT EXISTS mail (
+            poll uuid NOT NULL,
+            kind text NOT NULL,
+            voter text NOT NULL,
+            state text NOT NULL,
+            detail text NOT NULL DEFAULT '',
+            PRIMARY KEY (poll, kind, voter)
+        )""",
+    ),
 ]
 
 
@@ -252,6 +265,7 @@ def delete_poll(conn: psycopg.Connection[Any], poll: Poll) -> None:
     def work(cur: psycopg.Cursor[Any]) -> None:
         cur.execute("DELETE FROM actors WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM ballots WHERE poll = %s", (poll.uid,))
+        cur.execute("DELETE FROM mail WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM polls WHERE uid = %s", (poll.uid,))
 
     run_transaction(conn, work)
