@@ -202,6 +202,57 @@ def poll_close(name: str) -> None:
     click.echo(f"poll {closed['name']} is {closed['phase']}")
 
 
+def _follow_mail(name: str, kind: str, wait: bool) -> None:
+    """Print the progress of the poll's e-mail of ``kind`` until it is all out."""
+    import time
+
+    shown = None
+    while True:
+        found = _call("GET", f"/api/v1/polls/{name}/mail")[kind]
+        line = (
+            f"{found['sent']} sent, {found['queued'] + found['sending']} waiting, "
+            f"{found['failed']} failed"
+        )
+        if line != shown:
+            click.echo(line)
+            shown = line
+        if found["done"] or not wait:
+            break
+        time.sleep(1)
+    for failure in found["failures"]:
+        click.echo(f"not delivered to {failure['voter']}: {failure['problem']}", err=True)
+
+
+@poll.command("invite")
+@click.argument("name")
+@click.option("--again", is_flag=True, help="also mail the voters who got their invitation")
+@click.option("--no-wait", is_flag=True, help="return at once; the server keeps sending")
+def poll_invite(name: str, again: bool, no_wait: bool) -> None:
+    """E-mail every voter whose id is an address their own link.
+
+    Nobody is mailed twice unless --again; messages that failed before are tried again.
+    Needs PRIVPOLL_SMTP_URL and PRIVPOLL_MAIL_FROM where privpoll runs.
+    """
+    path = f"/api/v1/polls/{name}/invitations/send" + ("?again=true" if again else "")
+    found = _call("POST", path)
+    click.echo(f"{found['queued']} invitations queued; {found['alreadySent']} had theirs already")
+    if found["skipped"]:
+        click.echo(
+            f"not e-mail addresses (send these links yourself): {', '.join(found['skipped'])}"
+        )
+    _follow_mail(name, "invitations", not no_wait)
+
+
+@poll.command("remind")
+@click.argument("name")
+@click.option("--no-wait", is_flag=True, help="return at once; the server keeps sending")
+def poll_remind(name: str, no_wait: bool) -> None:
+    """E-mail a reminder to every voter with an address who has not voted yet."""
+    found = _call("POST", f"/api/v1/polls/{name}/reminders")
+    click.echo(f"{found['queued']} reminders queued")
+    _follow_mail(name, "reminders", not no_wait)
+
+
 @poll.command("reissue")
 @click.argument("name")
 @click.argument("voter")

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WebResponse
 
 from privpoll import erase, polls, randomness, reissue, tokens
+from privpoll import invitations as mailing
 from privpoll.chart import bar_chart
 from privpoll.errors import PAGE_WORDS, ApiError
 from privpoll.ingest import client_address, services
@@ -311,7 +312,52 @@ def poll_page(name: str, delete_problem: str = "", status: int = 200) -> tuple[s
         merged=request.args.get("merged", 0, type=int),
         reissued=request.args.get("reissued", ""),
         delete_problem=delete_problem,
+        mail=mailing.progress(name),
+        mail_notice=session.pop("mail_notice", None),
+        skipped_ids=sum(1 for voter in voters if not mailing.is_address(voter)),
     )
+
+
+@pages.post("/polls/<name>/invitations/send")
+@admin_page
+def send_invitations(name: str) -> WebResponse:
+    try:
+        found = mailing.send_invitations(name, again=request.form.get("again") == "true")
+    except ApiError as error:
+        if error.status == 404:
+            raise
+        session["mail_notice"] = error.message[:1].upper() + error.message[1:] + "."
+    else:
+        done = f"{found.queued} {'invitation is' if found.queued == 1 else 'invitations are'}"
+        session["mail_notice"] = (
+            f"{done} on the way"
+            + (f"; {found.already} had theirs already" if found.already else "")
+            + (f"; {len(found.skipped)} ids are not addresses" if found.skipped else "")
+            + "."
+        )
+    return redirect(url_for("pages.poll_page", name=name, _anchor="mail"), 303)
+
+
+@pages.post("/polls/<name>/reminders")
+@admin_page
+def send_reminders(name: str) -> WebResponse:
+    try:
+        queued = mailing.send_reminders(name)
+    except ApiError as error:
+        if error.status == 404:
+            raise
+        session["mail_notice"] = error.message[:1].upper() + error.message[1:] + "."
+    else:
+        session["mail_notice"] = (
+            f"{queued} {'reminder is' if queued == 1 else 'reminders are'} on the way."
+        )
+    return redirect(url_for("pages.poll_page", name=name, _anchor="mail"), 303)
+
+
+@pages.get("/polls/<name>/mail.json")
+@admin_page
+def mail_json(name: str) -> WebResponse:
+    return jsonify(mailing.progress(name))
 
 
 @pages.post("/polls/<name>/reissue")

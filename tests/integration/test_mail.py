@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +26,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from privpoll.embedded import NatsServer, PostgresServer, free_port
-from tests.integration.conftest import System, poll_spec
+from tests.integration.conftest import ADMIN, System, poll_spec
 
 pytestmark = pytest.mark.integration
 
@@ -151,10 +154,18 @@ def test_invitations_and_reminders_reach_exactly_who_they_should(
         # Two vote with their links; the reminders go to the other two only.
         for address in ADDRESSES[:2]:
             assert vote_with(system, links[address], "pizza") == 202
-        reminded = system.http.post("/api/v1/polls/lunch/reminders", headers=system.admin)
-        assert reminded.status_code == 202, reminded.text
-        assert reminded.json() == {"queued": 3}  # two non-voters and the failing address
-        wait_done(system, "lunch", "reminders")
+        # By the CLI, which follows the sending to its end.
+        env = {**os.environ, "PRIVPOLL_URL": system.url, "PRIVPOLL_ADMIN_TOKEN": ADMIN}
+        cli = subprocess.run(
+            [sys.executable, "-m", "privpoll", "poll", "remind", "lunch"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        # Two non-voters and the failing address, which fails again.
+        assert cli.stdout.splitlines()[0] == "3 reminders queued"
+        assert cli.stdout.splitlines()[-1] == "2 sent, 0 waiting, 1 failed"
+        assert "not delivered to nobody@example.org: 550" in cli.stderr
+        assert wait_done(system, "lunch", "reminders")["sent"] == 2
         got = {a for a in ADDRESSES if box.to(a, "Reminder")}
         assert got == set(ADDRESSES[2:])
         for address in ADDRESSES[2:]:

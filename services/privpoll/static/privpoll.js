@@ -103,6 +103,36 @@
     setTimeout(refresh, 5000);
   }
 
+  // While e-mail is going out, the poll page's counts follow it; once all is out, one reload
+  // shows the final counts and any address that failed.
+  function setUpMailProgress() {
+    const section = document.getElementById("mail");
+    if (!section || section.dataset.busy !== "true") return;
+    async function refresh() {
+      try {
+        const response = await fetch(section.dataset.mailUrl, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const found = await response.json();
+        for (const kind of ["invitations", "reminders"]) {
+          const line = section.querySelector('[data-mail="' + kind + '"]');
+          if (!line) continue;
+          const m = found[kind];
+          line.querySelector('[data-count="sent"]').textContent = String(m.sent);
+          line.querySelector('[data-count="waiting"]').textContent = String(m.queued + m.sending);
+          line.querySelector('[data-count="failed"]').textContent = String(m.failed);
+        }
+        if (found.invitations.done && found.reminders.done) {
+          window.location.reload();
+          return;
+        }
+      } catch (error) {
+        return;
+      }
+      setTimeout(refresh, 1500);
+    }
+    setTimeout(refresh, 1500);
+  }
+
   function setUpPollForm() {
     const form = document.getElementById("new-poll");
     if (!form) return;
@@ -255,6 +285,7 @@
     setUpCopyButtons();
     setUpLocalTimes();
     setUpTurnout();
+    setUpMailProgress();
     setUpPollForm();
   });
 })();
