@@ -57,9 +57,9 @@ PRESETS: dict[str, Preset] = {
         meaning=(
             "Every vote hides among a random number of fake votes (at least one, two on "
             "average), and before it is stored its choice is swapped for a random one now and "
-            "then (randomized response, ε = 2.5): even with the database and the list of who "
-            "voted, the odds that a voter chose one answer rather than another are at most "
-            "e^2.5 ≈ 12 to 1. This is what a poll gets when it says nothing about noise."
+            "then: even with the database and the list of who voted, nobody can be sure how "
+            "anyone voted (between two choices, a thief's guess is right at most 92 times in "
+            "100). This is what a poll gets when it says nothing about noise."
         ),
         distribution="poisson",
         fake="2",
@@ -71,9 +71,9 @@ PRESETS: dict[str, Preset] = {
     "high": Preset(
         label="High privacy",
         meaning=(
-            "More fake votes (three on average) and more swapping (ε = 1.5): the odds for any "
-            "voter are at most e^1.5 ≈ 4.5 to 1. The results need a few hundred voters to be "
-            "useful."
+            "More fake votes (three on average) and more swapping: between two choices, a "
+            "thief's guess about a voter is right at most 82 times in 100. The results need a "
+            "few hundred voters to be useful."
         ),
         distribution="poisson",
         fake="3",
@@ -215,6 +215,20 @@ class Preview:
         if self.margin is None or not self.voters:
             return None
         return self.margin / self.voters
+
+    @property
+    def best_guess(self) -> float | None:
+        """How often a thief's best guess of one voter's choice can be right at most, from an
+        even start: randomized response bounds the odds between two choices by e^ε."""
+        if not self.epsilon:
+            return None
+        odds = math.exp(self.epsilon)
+        return odds / (odds + self.choices - 1)
+
+    @property
+    def too_noisy(self) -> bool:
+        """The expected error exceeds an even share of the votes: no winner could be told."""
+        return bool(self.margin and self.voters and self.margin > self.voters / self.choices)
 
 
 @dataclass(frozen=True)

@@ -265,10 +265,36 @@
       if (p) {
         const epsilon = Math.log(1 + (choices * (1 - p)) / p);
         out("epsilon").textContent =
-          epsilon.toFixed(2) + ": each choice is replaced by a random one with probability " +
-          Math.round(p * 100) + "%";
+          epsilon.toFixed(2) + ": a vote is swapped for a random choice " +
+          Math.round(p * 100) + " times in 100 (with " + choices + " choices; with more " +
+          "choices it is swapped more often, so that the protection stays the same)";
+        const odds = Math.exp(epsilon);
+        out("thief").textContent =
+          "If someone stole the database, the best they could say about one voter is " +
+          "\u201cprobably this choice\u201d, and they would be right at most " +
+          Math.round((100 * odds) / (odds + choices - 1)) + " times in 100, never certain " +
+          "(a blind guess among " + choices + " choices is right " +
+          Math.round(100 / choices) + " times in 100).";
       } else {
         out("epsilon").textContent = "off";
+        out("thief").textContent =
+          "If someone stole the database, the best they could say about one voter is which " +
+          "few stored ballots might be theirs: fake ballots hide the real one, but without " +
+          "randomized response nothing limits how lucky a guess can be. Medium and High " +
+          "privacy add that limit.";
+      }
+      const warning = out("warning");
+      const margin = mean !== null && p !== null && voters ? expectedMargin(voters, choices, mean, p) : 0;
+      if (margin > voters / choices) {
+        warning.textContent =
+          "The expected error (\u00b1 " + margin.toFixed(1) + " votes) is larger than one " +
+          "choice's even share of " + voters + " voters (" + (voters / choices).toFixed(1) +
+          " votes): the results could not tell the choices apart. Add voters, or choose Low " +
+          "privacy for less noise.";
+        warning.hidden = false;
+      } else {
+        warning.hidden = true;
+        warning.textContent = "";
       }
     }
 
