@@ -34,6 +34,8 @@ def reissue(name: str, voter: str) -> Invitation:
     async def publish() -> None:
         registry = await provision.registry(await svc.box.jetstream())
         await registry.put(name, updated.to_registry())
+        # Every worker drops its copy now: the old link is refused from the next request on.
+        await svc.box.announce(name)
 
     try:
         svc.box.call(publish())
