@@ -392,3 +392,26 @@ def test_no_form_is_taken_without_its_token_and_admin_pages_need_a_session(
         assert site.http.get("/api/v1/polls/sneaky").status_code == 404
         # The refused vote was not counted: the invitation still works.
         assert site.vote("guarded", "ada", link["token"], "pizza").status_code == 202
+
+
+def test_plain_pages_for_strays_and_mail_buttons_that_say_how_to_set_up(
+    browser: Browser, site: System
+) -> None:
+    site.create_poll("unmailed", poll_spec(["ada@example.org", "alan"]))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{site.url}/no/such/page")
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    expect(page.get_by_role("link", name="privpoll")).to_be_visible()  # the site's header
+    shot(page, "18-not-found")
+    page.goto(f"{site.url}/vote/unmailed/done")
+    expect(page.get_by_role("heading", name="No vote from this browser")).to_be_visible()
+    expect(page.get_by_text("Thank you")).to_have_count(0)
+    sign_in(page, site)
+    page.goto(f"{site.url}/polls/unmailed")
+    send = page.get_by_role("button", name="E-mail every voter their link")
+    expect(send).to_be_disabled()
+    expect(page.locator("#mail-setup")).to_contain_text("PRIVPOLL_SMTP_URL")
+    expect(page.locator("#mail")).to_contain_text("1 voter id is not an e-mail address")
+    shot(page, "19-poll-mail-not-set-up")
+    context.close()
