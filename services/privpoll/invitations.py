@@ -29,7 +29,7 @@ from privpoll.errors import ApiError
 from privpoll.ingest import services
 from privpoll.mail import Letter, Mailer, MailSetupError, Outcome
 from privpoll.poll import Phase, Poll
-from privpoll.polls import each_invitation, stored_poll, voter_ids
+from privpoll.polls import each_invitation, stored_poll, voted, voter_ids
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,9 @@ def send_reminders(name: str) -> int:
                 f"{busy[0]} reminders of the last round are still being sent: wait until they "
                 "are out (the poll page shows the progress), then send again",
             )
-        waiting = _not_voted(conn, poll, [v for v in voter_ids(poll) if is_address(v)])
+        # One read of who voted for the whole list; each batch checks its voters again.
+        done = voted(poll)
+        waiting = [v for v in voter_ids(poll) if is_address(v) and v not in done]
         queued = _queue(conn, poll, "reminder", waiting, again=True)
     _start(name)
     return queued
@@ -225,10 +227,10 @@ def _send_batch(poll: Poll, claimed: list[tuple[Kind, str]]) -> list[Outcome]:
     reminders = [voter for kind, voter in claimed if kind == "reminder"]
     with svc.pool.connection() as conn:
         waiting = set(_not_voted(conn, poll, reminders))
-        voted = [
+        late = [
             (v, "skipped", "voted before the reminder left") for v in reminders if v not in waiting
         ]
-        _record(conn, poll, "reminder", voted)
+        _record(conn, poll, "reminder", late)
     going = [(kind, voter) for kind, voter in claimed if kind == "invitation" or voter in waiting]
     links = {i.voter: i.url for i in each_invitation(poll, sorted({v for _, v in going}))}
     letters = [letter(poll, kind, voter, links[voter]) for kind, voter in going]
