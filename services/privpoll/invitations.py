@@ -87,8 +87,8 @@ class Queued:
 def send_invitations(name: str, *, again: bool = False) -> Queued:
     """Queue one invitation per voter whose id is an e-mail address (``again``: also to
     those mailed before) and start sending."""
-    _mailer()
     poll = _open_poll(name)
+    _mailer()
     voters = voter_ids(poll)
     mailable = [v for v in voters if is_address(v)]
     skipped = [v for v in voters if not is_address(v)]
@@ -100,8 +100,8 @@ def send_invitations(name: str, *, again: bool = False) -> Queued:
 
 def send_reminders(name: str) -> int:
     """Queue a reminder for every voter with an address who has not voted; start sending."""
-    _mailer()
     poll = _open_poll(name)
+    _mailer()
     with services().pool.connection() as conn:
         busy = conn.execute(
             "SELECT count(*) FROM mail WHERE poll = %s AND kind = 'reminder' "
