@@ -56,6 +56,10 @@ def test_a_reissued_link_replaces_the_old_one_and_never_votes_twice(system: Syst
         "/api/v1/polls/fix/voters/nobody/reissue", headers=system.admin
     ).json()
     assert unknown["error"]["code"] == "voter_not_found"
+    # The access log shows the reissue path without the voter in it.
+    lines = system.logs()
+    assert [line for line in lines if "/voters/-/reissue" in line]
+    assert not [line for line in lines if any(voter in line for voter in VOTERS)]
 
 
 def test_results_count_votes_still_on_their_way(system: System) -> None:
