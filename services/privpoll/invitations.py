@@ -234,20 +234,41 @@ def _send_batch(poll: Poll, claimed: list[tuple[Kind, str]]) -> list[Outcome]:
     going = [(kind, voter) for kind, voter in claimed if kind == "invitation" or voter in waiting]
     links = {i.voter: i.url for i in each_invitation(poll, sorted({v for _, v in going}))}
     letters = [letter(poll, kind, voter, links[voter]) for kind, voter in going]
-    outcomes = _mailer().send(letters)
-    with svc.pool.connection() as conn:
-        for kind in KINDS:
-            _record(
-                conn,
-                poll,
-                kind,
-                [
-                    (o.to, "sent" if o.sent else "failed", o.problem)
-                    for (k, _), o in zip(going, outcomes, strict=True)
-                    if k == kind
-                ],
-            )
-    return outcomes
+    kinds = iter([kind for kind, _ in going])
+
+    def done(outcome: Outcome) -> None:
+        # Each outcome is stored as soon as it is known: a sender that stops half-way leaves
+        # only the message it was sending unrecorded. (No connection is held while mailing.)
+        state = "sent" if outcome.sent else "failed"
+        with svc.pool.connection() as conn:
+            _record(conn, poll, next(kinds), [(outcome.to, state, outcome.problem)])
+
+    try:
+        return _mailer().send(letters, done)
+    except BaseException:
+        # Not recorded as sent: failed, so that sending again tries them (a message that went
+        # out is recorded as it leaves, and is never sent again unless asked).
+        with svc.pool.connection() as conn:
+            for kind in KINDS:
+                _record_unsent(conn, poll, kind, [v for k, v in going if k == kind])
+        raise
+
+
+def _record_unsent(
+    conn: psycopg.Connection[Any], poll: Poll, kind: Kind, voters: list[str]
+) -> None:
+    """Rows of ``voters`` still marked as being sent: failed, the sender having stopped."""
+    if not voters:
+        return
+
+    def work(cur: psycopg.Cursor[Any]) -> None:
+        cur.execute(
+            "UPDATE mail SET state = 'failed', detail = 'the sender stopped before it left' "
+            "WHERE poll = %s AND kind = %s AND state = 'sending' AND voter = ANY(%s)",
+            (poll.uid, kind, voters),
+        )
+
+    storage.run_transaction(conn, work)
 
 
 def _record(
