@@ -11,6 +11,8 @@ import email
 import email.policy
 import os
 import re
+import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,9 +25,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from privpoll.embedded import NatsServer, PostgresServer, free_port
+from tests.e2e.controlplane import need
 from tests.integration.conftest import ADMIN, System, poll_spec
 
 pytestmark = pytest.mark.integration
@@ -187,3 +190,71 @@ def test_without_smtp_the_api_says_how_to_set_it_up(system: System) -> None:
     assert "PRIVPOLL_SMTP_URL" in answer.json()["error"]["message"]
     progress = system.http.get("/api/v1/polls/plain/mail", headers=system.admin).json()
     assert progress["configured"] is False
+
+
+class TlsMailbox(Mailbox):
+    """Keeps, beside each message, whether its session was encrypted and signed in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: list[tuple[bool, bool]] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.sessions.append((session.ssl is not None, bool(session.authenticated)))
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_starttls_and_sign_in_when_the_server_offers_them(
+    tmp_path: Path, nats: NatsServer, postgres: PostgresServer
+) -> None:
+    need(shutil.which("openssl") is not None, "openssl (for a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    def authenticate(
+        server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
+            b"polls",
+            b"s3cret pass",
+        )
+        return AuthResult(success=ok)
+
+    box = TlsMailbox()
+    port = free_port()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_require_tls=True,
+    )
+    controller.start()
+    env = {
+        "PRIVPOLL_SMTP_URL": f"smtp://polls:s3cret%20pass@127.0.0.1:{port}",
+        "PRIVPOLL_MAIL_FROM": SENDER,
+        # The test's certificate is the only one trusted: an unchecked TLS would not do.
+        "SSL_CERT_FILE": str(cert),
+    }
+    system = System(tmp_path / "system", nats, postgres, env=env)
+    system.start()
+    try:
+        system.create_poll("tls", poll_spec(["ada@example.org"]))
+        sent = system.http.post("/api/v1/polls/tls/invitations/send", headers=system.admin)
+        assert sent.status_code == 202, sent.text
+        progress = wait_done(system, "tls", "invitations")
+        assert (progress["sent"], progress["failed"]) == (1, 0), progress
+        assert len(box.to("ada@example.org")) == 1
+        assert box.sessions == [(True, True)]
+    finally:
+        system.stop()
+        controller.stop()
