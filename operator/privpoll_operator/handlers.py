@@ -290,7 +290,8 @@ async def follow(
     )
     if remixed is None:
         return
-    patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
+    # Written once drained: every accepted vote is stored, none pending.
+    patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored, 0)
     patch.status["remix"] = remixed
     for role in naming.ROLES:
         await asyncio.to_thread(

@@ -9,6 +9,8 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from privpoll import erase, reissue
+from privpoll import invitations as mailing
 from privpoll.bus import topology
 from privpoll.bus.ballot_box import QueueDown
 from privpoll.core import tokens
@@ -112,6 +114,45 @@ def close_poll(name: str) -> Response:
     _require_admin()
     closed = polls.close_poll(name)
     return jsonify({**closed.summary(), "turnout": polls.turnout(closed)})
+
+
+@api.delete("/api/v1/polls/<name>")
+def delete_poll(name: str) -> Response:
+    """Erase a poll: rows, queue, and on Kubernetes the Poll resource; says what went."""
+    _require_admin()
+    return jsonify(erase.delete_poll(name).to_json())
+
+
+@api.post("/api/v1/polls/<name>/voters/<path:voter>/reissue")
+def reissue_link(name: str, voter: str) -> Response:
+    """A new link for one voter; the old one stops working."""
+    _require_admin()
+    found = reissue.reissue(name, voter)
+    return jsonify({"voter": found.voter, "token": found.token, "url": found.url})
+
+
+@api.post("/api/v1/polls/<name>/invitations/send")
+def send_invitations(name: str) -> tuple[Response, int]:
+    """E-mail every voter whose id is an address their link, in the background."""
+    _require_admin()
+    again = request.args.get("again", "false")
+    if again not in ("true", "false"):
+        raise ApiError(400, "invalid_parameter", "again must be true or false")
+    return jsonify(mailing.send_invitations(name, again=again == "true").to_json()), 202
+
+
+@api.post("/api/v1/polls/<name>/reminders")
+def send_reminders(name: str) -> tuple[Response, int]:
+    """E-mail a reminder to every voter with an address who has not voted."""
+    _require_admin()
+    return jsonify({"queued": mailing.send_reminders(name)}), 202
+
+
+@api.get("/api/v1/polls/<name>/mail")
+def mail_progress(name: str) -> Response:
+    """How far the invitations and reminders are, with each address that failed."""
+    _require_admin()
+    return jsonify(mailing.progress(name))
 
 
 @api.get("/api/v1/polls/<name>/invitations")

@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from privpoll.bus.ballot_box import BallotBox
 from privpoll.core.tokens import derived_key
-from privpoll.service.errors import INTERNAL, ApiError
+from privpoll.service.errors import INTERNAL, PAGE_WORDS, ApiError
 from privpoll.service.metrics import Metrics
 from privpoll.service.ratelimit import Limiter, Rate
 from privpoll.settings import Settings
@@ -174,7 +174,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # e.g. Allow of a 405; the body's type is ours.
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         if _wants_page():
-            page = render_template("error.html", title=error.name, message=error.description)
+            title, words = PAGE_WORDS.get(error.code or 500, (error.name, error.description))
+            page = render_template("error.html", title=title, message=words)
             return page, error.code or 500, headers
         body = {"error": {"code": code, "message": message}}
         return jsonify(body), error.code or 500, headers
@@ -199,8 +200,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     def _unexpected(error: Exception) -> tuple[Response | str, int]:
         log.error("unexpected %s on %s %s", type(error).__name__, request.method, request.path)
         if _wants_page():
-            message = "Something went wrong on the server; its log has more. Please try again."
-            return render_template("error.html", title="Server error", message=message), 500
+            title, words = PAGE_WORDS[500]
+            return render_template("error.html", title=title, message=words), 500
         return jsonify(INTERNAL), 500
 
     return app
