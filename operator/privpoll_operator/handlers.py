@@ -254,7 +254,8 @@ async def follow(
     )
     if progress is None or not progress.remixed:
         return
-    patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
+    # Written once drained: every accepted vote is stored, none pending.
+    patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored, 0)
     # A merge patch: the message of the re-mix stays while later rounds update "purged".
     patch.status["remix"] = progress.to_json()
     for role in naming.ROLES:

@@ -12,14 +12,16 @@ import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import click
 import yaml
 
+from privpoll import __version__
 from privpoll.bus import naming
 from privpoll.client import ApiClient, Unreachable, problem
 from privpoll.settings import Settings
+from privpoll.text_table import polls_table, results_table
 
 
 def _settings() -> Settings:
@@ -76,10 +78,18 @@ def _serve(main: Coroutine[Any, Any, None]) -> None:
 
 
 @click.group()
-@click.version_option(package_name="privpoll")
 @click.option("-v", "--verbose", is_flag=True, help="log more")
+@click.version_option(
+    __version__, "--version", prog_name="privpoll", message="%(prog)s %(version)s"
+)
 def main(verbose: bool) -> None:
-    """Reasonably private polling."""
+    """Reasonably private polling.
+
+    Start everything on this machine with `privpoll up`; then create polls with
+    `privpoll poll create -f poll.yaml` or in the browser, and read results with
+    `privpoll results NAME`. Commands that talk to a running privpoll find it through
+    PRIVPOLL_URL and PRIVPOLL_ADMIN_TOKEN (or the data folder of `privpoll up`).
+    """
     level = logging.DEBUG if verbose else getattr(logging, _settings().log_level.upper(), 20)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -130,13 +140,23 @@ def _read_poll_file(path: Path) -> dict[str, Any]:
         raise click.ClickException(f"{path} is not valid YAML: {error}") from error
     if not isinstance(document, dict):
         raise click.ClickException(f"{path} must hold a Poll (a mapping with metadata and spec)")
+    kind = document.get("kind")
+    if kind is not None and kind != "Poll":
+        raise click.ClickException(f"{path}: this is not a Poll (kind: {kind})")
     if "metadata" in document:
         return {"name": (document.get("metadata") or {}).get("name"), "spec": document.get("spec")}
     return document
 
 
 @poll.command("create")
-@click.option("-f", "--file", "path", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="the Poll YAML file",
+)
 def poll_create(path: Path) -> None:
     """Create a poll from a Poll YAML file (the same file kubectl applies)."""
     created = _call("POST", "/api/v1/polls", _read_poll_file(path))
@@ -145,17 +165,18 @@ def poll_create(path: Path) -> None:
 
 @poll.command("list")
 def poll_list() -> None:
-    for item in _call("GET", "/api/v1/polls"):
-        turnout = item["turnout"]
-        click.echo(
-            f"{item['name']:<24} {item['phase']:<8} {turnout['voters']}/{turnout['eligible']} voted"
-        )
+    """List the polls: name, phase, how many voted of how many, title."""
+    found = _call("GET", "/api/v1/polls")
+    if not found:
+        click.echo("no polls yet: create one with `privpoll poll create -f poll.yaml`")
+        return
+    click.echo(polls_table(found))
 
 
 @poll.command("invitations")
 @click.argument("name")
 def poll_invitations(name: str) -> None:
-    """Print one invitation link per voter."""
+    """Print one invitation link per voter: the voter id, a tab, the link."""
     for item in _call("GET", f"/api/v1/polls/{name}/invitations"):
         click.echo(f"{item['voter']}\t{item['url']}")
 
@@ -163,8 +184,85 @@ def poll_invitations(name: str) -> None:
 @poll.command("close")
 @click.argument("name")
 def poll_close(name: str) -> None:
+    """Close a poll now: no more votes; the results stay."""
     closed = _call("POST", f"/api/v1/polls/{name}/close")
     click.echo(f"poll {closed['name']} is {closed['phase']}")
+
+
+def _follow_mail(name: str, kind: str, wait: bool) -> None:
+    """Print the progress of the poll's e-mail of ``kind`` until it is all out."""
+    import time
+
+    shown = None
+    while True:
+        found = _call("GET", f"/api/v1/polls/{name}/mail")[kind]
+        line = (
+            f"{found['sent']} sent, {found['queued'] + found['sending']} waiting, "
+            f"{found['failed']} failed"
+        )
+        if line != shown:
+            click.echo(line)
+            shown = line
+        if found["done"] or not wait:
+            break
+        time.sleep(1)
+    for failure in found["failures"]:
+        click.echo(f"not delivered to {failure['voter']}: {failure['problem']}", err=True)
+
+
+@poll.command("invite")
+@click.argument("name")
+@click.option("--again", is_flag=True, help="also mail the voters who got their invitation")
+@click.option("--no-wait", is_flag=True, help="return at once; the server keeps sending")
+def poll_invite(name: str, again: bool, no_wait: bool) -> None:
+    """E-mail every voter whose id is an address their own link.
+
+    Nobody is mailed twice unless --again; messages that failed before are tried again.
+    Needs PRIVPOLL_SMTP_URL and PRIVPOLL_MAIL_FROM where privpoll runs.
+    """
+    path = f"/api/v1/polls/{name}/invitations/send" + ("?again=true" if again else "")
+    found = _call("POST", path)
+    click.echo(f"{found['queued']} invitations queued; {found['alreadySent']} had theirs already")
+    if found["skipped"]:
+        click.echo(
+            f"not e-mail addresses (send these links yourself): {', '.join(found['skipped'])}"
+        )
+    _follow_mail(name, "invitations", not no_wait)
+
+
+@poll.command("remind")
+@click.argument("name")
+@click.option("--no-wait", is_flag=True, help="return at once; the server keeps sending")
+def poll_remind(name: str, no_wait: bool) -> None:
+    """E-mail a reminder to every voter with an address who has not voted yet."""
+    found = _call("POST", f"/api/v1/polls/{name}/reminders")
+    click.echo(f"{found['queued']} reminders queued")
+    _follow_mail(name, "reminders", not no_wait)
+
+
+@poll.command("reissue")
+@click.argument("name")
+@click.argument("voter")
+def poll_reissue(name: str, voter: str) -> None:
+    """Print a new invitation link for VOTER; their old link stops working at once.
+
+    A voter who already voted still cannot vote again with the new link.
+    """
+    found = _call("POST", f"/api/v1/polls/{name}/voters/{quote(voter, safe='')}/reissue")
+    click.echo(f"{found['voter']}\t{found['url']}")
+
+
+@poll.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def poll_delete(name: str, yes: bool) -> None:
+    """Delete a poll for good: its votes, results and invitation links."""
+    if not yes:
+        click.confirm(
+            f"Erase poll {name}: its stored votes, its results and every invitation link?",
+            abort=True,
+        )
+    click.echo(_call("DELETE", f"/api/v1/polls/{name}")["message"])
 
 
 @poll.command("remix")
@@ -178,7 +276,12 @@ def poll_remix(name: str) -> None:
 @click.argument("invitation")
 @click.argument("choice")
 def vote(invitation: str, choice: str) -> None:
-    """Vote with an invitation link."""
+    """Vote with an invitation link.
+
+    INVITATION is the whole link the voter received (in quotes: it holds '&'), e.g.
+    "https://polls.example/vote/lunch?voter=ada&token=..."; CHOICE is one of the poll's
+    choices, spelt as the poll spells it.
+    """
     parts = urlsplit(invitation)
     query = parse_qs(parts.query)
     name = parts.path.rstrip("/").rsplit("/", 1)[-1]
@@ -203,17 +306,21 @@ def results(name: str, as_json: bool) -> None:
         return
     votes = found["votes"]
     click.echo(f"{name}: {found['phase']}")
-    click.echo(f"{'choice':<20} {'estimate':>9}   {'95% interval':<17} {'stored':>7}")
-    for row in found["choices"]:
-        lo, hi = row["ci95"]
-        click.echo(
-            f"{row['choice']:<20} {row['estimate']:>9.1f}   [{lo:>6.1f}, {hi:>6.1f}]  "
-            f"{row['stored']:>7}"
-        )
+    click.echo(results_table(found["choices"]))
     click.echo(
         f"votes: {votes['total']} from {votes['uniqueVoters']} unique voters; "
         f"{votes['storedBallots']} ballots stored (real + fake)"
     )
+    pending = found.get("pending")
+    if pending:
+        click.echo(
+            f"{pending} more {'vote is' if pending == 1 else 'votes are'} accepted but not yet "
+            "stored, and not counted above: run this again in a few seconds"
+        )
+    elif pending is None and "pending" in found:
+        click.echo("the queue cannot say now whether more votes are still being stored")
+    if votes["total"] and found.get("verdict"):
+        click.echo(found["verdict"]["message"])
     if found.get("epsilon") is not None:
         click.echo(f"randomized response: epsilon = {found['epsilon']:.2f}")
     click.echo(

@@ -46,3 +46,35 @@ def create_resource(namespace: str, new: NewPoll) -> bool:
             return False
         raise
     return True
+
+
+def delete_resource(namespace: str, name: str) -> bool:
+    """Delete the Poll (the operator's finalizer removes its sinks, stream and bucket);
+    False if there is none. Blocking: call it from a thread."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    load_config()
+    api: Any = client.CustomObjectsApi()
+    try:
+        api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def resource_exists(namespace: str, name: str) -> bool:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    load_config()
+    api: Any = client.CustomObjectsApi()
+    try:
+        api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True

@@ -76,6 +76,10 @@ class Settings(BaseModel):
     # tokens (sign-in page and API). "60/m", "5/s", "100/h" or "off".
     vote_rate_limit: str = "120/m"
     signin_rate_limit: str = "10/m"
+    # E-mail to voters (invitations and reminders): smtp://[user:password@]host:port, with
+    # STARTTLS when the server offers it, or smtps:// for TLS from the start. Empty: no e-mail.
+    smtp_url: str = Field(default="", repr=False)
+    mail_from: str = Field(default="", description="the From of voters' e-mail")
     # Proxies in front of the ingest whose X-Forwarded-For names the client (an ingress: 1).
     proxy_hops: int = Field(default=0, ge=0, le=5)
 

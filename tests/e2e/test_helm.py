@@ -163,6 +163,24 @@ def test_the_ingest_runs_gevent_workers_unless_told_gthread(helm: Helm) -> None:
     assert threaded.ingest_threads == 8
 
 
+def test_mail_values_reach_the_ingest_with_the_smtp_url_in_a_secret(helm: Helm) -> None:
+    def env_of(docs: list[Any]) -> dict[str, Any]:
+        ingest = pod_spec(named(docs, "Deployment", "-ingest"))
+        return {e["name"]: e for e in ingest["containers"][0]["env"]}
+
+    assert "PRIVPOLL_SMTP_URL" not in env_of(helm.template())
+    url = "smtp://polls:pa55@mail.example.org:587"
+    docs = helm.template("--set", f"mail.smtpUrl={url}", "--set", "mail.from=polls@example.org")
+    env = env_of(docs)
+    assert env["PRIVPOLL_MAIL_FROM"]["value"] == "polls@example.org"
+    ref = env["PRIVPOLL_SMTP_URL"]["valueFrom"]["secretKeyRef"]
+    secret = named(docs, "Secret", "-mail")
+    assert ref == {"name": secret["metadata"]["name"], "key": "smtp-url"}
+    assert base64.b64decode(secret["data"]["smtp-url"]).decode() == url
+    own = env_of(helm.template("--set", "mail.existingSecret=my-smtp"))
+    assert own["PRIVPOLL_SMTP_URL"]["valueFrom"]["secretKeyRef"]["name"] == "my-smtp"
+
+
 def test_production_values_give_a_tls_cockroachdb_and_a_nats_cluster(helm: Helm) -> None:
     docs = helm.template(*MODES["production"])
     cockroach = named(docs, "StatefulSet", "-cockroachdb")

@@ -176,7 +176,7 @@ def test_a_poll_from_sign_in_to_results(browser: Browser, site: System) -> None:
     exported = creator.request.get(f"{site.url}/polls/friday/results.json").json()
     assert exported == site.results("friday")
     table = creator.request.get(f"{site.url}/polls/friday/results.csv").text().splitlines()
-    assert table[0] == "choice,estimate,ci95_low,ci95_high,stored_ballots"
+    assert table[0] == "choice,estimate,ci95_low,ci95_high,stored_ballots,raw_estimate"
     assert [line.split(",")[0] for line in table[1:]] == CHOICES
 
     results_page = page.content()
@@ -227,7 +227,7 @@ def test_forms_show_the_apis_messages_next_to_the_fields(
 
     fill_new_poll(page, "", ["pizza", "sushi"], ["ada", "alan"])
     submit()
-    assert "at least 1 character" in error_of("title")
+    assert "must not be empty" in error_of("title")
     expect(page.get_by_label("Choice 1", exact=True)).to_have_value("pizza")
     expect(page.get_by_label("Eligible voters")).to_have_value("ada\nalan")
     shot(page, "08-form-errors")
@@ -239,7 +239,7 @@ def test_forms_show_the_apis_messages_next_to_the_fields(
 
     page.get_by_label("Choice 2", exact=True).fill("")
     submit()
-    assert "at least 2 items" in error_of("choice-0")
+    assert "needs at least 2 choices" in error_of("choice-0")
     expect(page.get_by_label("Choice 1", exact=True)).to_have_value("pizza")
 
     fill_new_poll(page, "Lunch", ["pizza", "sushi"], ["ada"])
@@ -392,3 +392,26 @@ def test_no_form_is_taken_without_its_token_and_admin_pages_need_a_session(
         assert site.http.get("/api/v1/polls/sneaky").status_code == 404
         # The refused vote was not counted: the invitation still works.
         assert site.vote("guarded", "ada", link["token"], "pizza").status_code == 202
+
+
+def test_plain_pages_for_strays_and_mail_buttons_that_say_how_to_set_up(
+    browser: Browser, site: System
+) -> None:
+    site.create_poll("unmailed", poll_spec(["ada@example.org", "alan"]))
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{site.url}/no/such/page")
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    expect(page.get_by_role("link", name="privpoll")).to_be_visible()  # the site's header
+    shot(page, "18-not-found")
+    page.goto(f"{site.url}/vote/unmailed/done")
+    expect(page.get_by_role("heading", name="No vote from this browser")).to_be_visible()
+    expect(page.get_by_text("Thank you")).to_have_count(0)
+    sign_in(page, site)
+    page.goto(f"{site.url}/polls/unmailed")
+    send = page.get_by_role("button", name="E-mail every voter their link")
+    expect(send).to_be_disabled()
+    expect(page.locator("#mail-setup")).to_contain_text("PRIVPOLL_SMTP_URL")
+    expect(page.locator("#mail")).to_contain_text("1 voter id is not an e-mail address")
+    shot(page, "19-poll-mail-not-set-up")
+    context.close()

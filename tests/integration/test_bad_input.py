@@ -236,26 +236,28 @@ def test_deep_nesting_is_refused_wherever_it_hides(running: System, unchanged: N
         return {"name": "deep", "spec": {**poll_spec(VOTERS), "title": title}}
 
     answer = running.http.post("/api/v1/polls", json=nested(50), headers=admin)
-    error = refused(answer, 400, "invalid_poll", "spec.title: Input should be a valid string")
-    assert error["fields"] == [{"field": "spec.title", "message": "Input should be a valid string"}]
+    error = refused(answer, 400, "invalid_poll", "spec.title: must be text")
+    assert error["fields"] == [
+        {"field": "spec.title", "message": "must be text", "code": "string_type"}
+    ]
     answer = running.http.post("/api/v1/polls", json=nested(500), headers=admin)
     refused(answer, 400, "invalid_poll", "recursion limit exceeded")
     vote = {"voter": [[[["alice"]]]], "token": "t", "choice": "pizza"}
-    refused(running.http.post(VOTE, json=vote), 400, "invalid_vote", "voter: Input should be")
+    refused(running.http.post(VOTE, json=vote), 400, "invalid_vote", "voter: must be text")
 
 
 WRONG_VOTES: list[tuple[Any, str]] = [
-    (None, "body: Input should be a valid dictionary"),
-    ([], "body: Input should be a valid dictionary"),
-    ("alice", "body: Input should be a valid dictionary"),
-    (42, "body: Input should be a valid dictionary"),
-    ({"voter": 5, "token": "t", "choice": "pizza"}, "voter: Input should be a valid string"),
-    ({"voter": "alice", "token": None, "choice": "pizza"}, "token: Input should be a valid string"),
-    ({"voter": "alice", "token": "t", "choice": ["pizza"]}, "choice: Input should be a valid"),
-    ({"voter": "alice", "token": "t", "choice": True}, "choice: Input should be a valid string"),
+    (None, "body: must be an object"),
+    ([], "body: must be an object"),
+    ("alice", "body: must be an object"),
+    (42, "body: must be an object"),
+    ({"voter": 5, "token": "t", "choice": "pizza"}, "voter: must be text"),
+    ({"voter": "alice", "token": None, "choice": "pizza"}, "token: must not be empty"),
+    ({"voter": "alice", "token": "t", "choice": ["pizza"]}, "choice: must be text"),
+    ({"voter": "alice", "token": "t", "choice": True}, "choice: must be text: quote yes/no"),
     ({"voter": "alice", "token": "t"}, "choice: is required"),
-    ({"voter": "alice", "token": "", "choice": "pizza"}, "token: String should have at least 1"),
-    ({"voter": "alice", "token": "t", "choice": "pizza", "admin": True}, "admin: unknown field"),
+    ({"voter": "alice", "token": "", "choice": "pizza"}, "token: must not be empty"),
+    ({"voter": "alice", "token": "t", "choice": "pizza", "admin": True}, "admin: is not a field"),
 ]
 
 
@@ -440,7 +442,7 @@ def test_votes_before_open_after_close_and_for_unknown_polls(
 
 
 def test_wrong_methods_and_paths_get_json_errors(running: System, unchanged: None) -> None:
-    answer = running.http.delete("/api/v1/polls/lunch")
+    answer = running.http.patch("/api/v1/polls/lunch")
     refused(answer, 405, "method_not_allowed")
     assert "GET" in answer.headers["Allow"]
     refused(running.http.put(VOTE, json={}), 405, "method_not_allowed")
@@ -449,12 +451,12 @@ def test_wrong_methods_and_paths_get_json_errors(running: System, unchanged: Non
 
 # (name, changes to a valid spec, the field the answer names, words of its message)
 INVALID_POLLS: list[tuple[str, dict[str, Any], str, str]] = [
-    ("ok", {"choices": ["a"]}, "spec.choices", "at least 2 items"),
+    ("ok", {"choices": ["a"]}, "spec.choices", "needs at least 2 choices"),
     ("ok", {"choices": ["a", "a"]}, "spec.choices", "choices must be unique: 'a' appears twice"),
     ("ok", {"choices": ["a", "b\tc"]}, "spec.choices.1", "control characters"),
     ("ok", {"choices": ["a", " b"]}, "spec.choices.1", "must not start or end with spaces"),
     ("ok", {"voters": {"ids": ["x", "x"]}}, "spec.voters.ids", "voter ids must be unique"),
-    ("ok", {"voters": {"ids": []}}, "spec.voters.ids", "at least 1 item"),
+    ("ok", {"voters": {"ids": []}}, "spec.voters.ids", "needs at least 1 voter"),
     ("ok", {"voters": {}}, "spec.voters", "give exactly one of 'ids'"),
     ("ok", {"voters": {"configMapRef": {"name": "v"}}}, "body", "work on Kubernetes only"),
     (
@@ -463,10 +465,10 @@ INVALID_POLLS: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.voters.ids",
         "at most 100000",
     ),
-    ("ok", {"title": ""}, "spec.title", "at least 1 character"),
+    ("ok", {"title": ""}, "spec.title", "must not be empty"),
     ("ok", {"title": "two\nlines"}, "spec.title", "control characters"),
-    ("ok", {"title": 7}, "spec.title", "valid string"),
-    ("ok", {"colour": "red"}, "spec.colour", "unknown field"),
+    ("ok", {"title": 7}, "spec.title", "must be text"),
+    ("ok", {"colour": "red"}, "spec.colour", "is not a field of a poll"),
     ("ok", {"duplicates": "maybe"}, "spec.duplicates", "'prevent' or 'detect'"),
     (
         "ok",
@@ -478,7 +480,7 @@ INVALID_POLLS: list[tuple[str, dict[str, Any], str, str]] = [
         "ok",
         {"noise": {"fakeVotes": {"distribution": "poisson", "mean": "2"}}},
         "spec.noise.fakeVotes.mean",
-        "valid number",
+        "must be a number",
     ),
     (
         "ok",
@@ -491,7 +493,7 @@ INVALID_POLLS: list[tuple[str, dict[str, Any], str, str]] = [
         "ok",
         {"noise": {"randomizedResponse": {"epsilon": 0}}},
         "spec.noise.randomizedResponse.epsilon",
-        "greater than 0",
+        "must be more than 0",
     ),
     (
         "ok",
@@ -499,7 +501,7 @@ INVALID_POLLS: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.noise.randomizedResponse",
         "exactly one of",
     ),
-    ("ok", {"mixing": {"minBatch": 0}}, "spec.mixing.minBatch", "greater than or equal to 1"),
+    ("ok", {"mixing": {"minBatch": 0}}, "spec.mixing.minBatch", "must be at least 1"),
     ("ok", {"mixing": {"maxWait": "forever"}}, "spec.mixing.maxWait", "is not a duration"),
     ("ok", {"schedule": {"closesAt": "2001-01-01T00:00:00Z"}}, "body", "closesAt is in the past"),
     (
@@ -508,7 +510,12 @@ INVALID_POLLS: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.schedule.closesAt",
         "needs a time zone",
     ),
-    ("ok", {"schedule": {"closesAt": 4102444800}}, "spec.schedule.closesAt", "valid datetime"),
+    (
+        "ok",
+        {"schedule": {"closesAt": 4102444800}},
+        "spec.schedule.closesAt",
+        "is not a date and time",
+    ),
     (
         "ok",
         {"schedule": {"opensAt": "2099-01-02T00:00:00Z", "closesAt": "2099-01-01T00:00:00Z"}},

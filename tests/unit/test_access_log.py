@@ -71,3 +71,12 @@ def test_an_invitation_token_in_the_query_string_is_not_written(tmp_path: Path) 
 
     assert lines[1] == '10.1.2.3 "GET /polls/lunch/vote" 200 5120 1250ms'
     assert not any(TOKEN in line for line in lines)
+
+
+def test_a_reissue_path_does_not_log_the_voter() -> None:
+    from privpoll.web.access_log import shown_path
+
+    assert shown_path("/api/v1/polls/lunch/voters/ada%40example.org/reissue") == (
+        "/api/v1/polls/lunch/voters/-/reissue"
+    )
+    assert shown_path("/api/v1/polls/lunch/votes") == "/api/v1/polls/lunch/votes"

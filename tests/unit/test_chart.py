@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from privpoll.web.chart import bar_chart, nice_step
+from privpoll.web.chart import LEFT, bar_chart, nice_step
 
 
 def test_chart_scales_to_the_votes_and_keeps_whiskers_in_range() -> None:
@@ -25,3 +25,10 @@ def test_no_votes_still_draws_a_scale() -> None:
     chart = bar_chart([{"choice": "a", "estimate": 0.0, "ci95": (0.0, 0.0)}], 0)
     assert [t.label for t in chart.ticks] == ["0", "1"]
     assert chart.bars[0].bar_width == 0
+
+
+def test_value_label_sits_at_the_estimate_not_the_whisker() -> None:
+    rows = [{"choice": "prague", "estimate": 1.7, "ci95": (0.0, 3.0)}]
+    bar = bar_chart(rows, 3).bars[0]
+    assert bar.value_x == round(LEFT + bar.bar_width, 3)
+    assert bar.whisker_from < bar.value_x < bar.whisker_to

@@ -25,6 +25,7 @@ RANKS = {
     "cluster": 1,
     "settings": 1,
     "client": 1,
+    "text_table": 1,
     "service": 2,
     "workers": 3,
     "web": 3,

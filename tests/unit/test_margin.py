@@ -76,7 +76,7 @@ def test_margin_predicts_the_spread_of_simulated_polls(spec: PollRules) -> None:
         row = estimate(
             stored, CHOICES, spec.fake_weights(), voters, spec.replacement_probability()
         )[0]
-        misses.append(row.estimate - truth[row.choice])
+        misses.append(row.raw_estimate - truth[row.choice])
     predicted = expected_margin(
         voters, 3, spec.noise.fake_votes.expected, spec.replacement_probability()
     )

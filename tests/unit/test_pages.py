@@ -118,7 +118,7 @@ def test_the_form_round_trips_without_javascript() -> None:
     empty = client.post("/polls/new", data={**fields, "title": "", "action": "create"})
     assert empty.status_code == 400
     page = empty.get_data(as_text=True)
-    assert re.search(r'id="title-error">\s*<p>String should have at least 1 character', page)
+    assert re.search(r'id="title-error">\s*<p>must not be empty', page)
     assert 'value="pizza"' in page
 
 
@@ -145,3 +145,19 @@ def test_static_assets_are_served() -> None:
     client = app().test_client()
     assert client.get("/static/privpoll.css").status_code == 200
     assert client.get("/static/privpoll.js").status_code == 200
+
+
+def test_error_pages_speak_plainly_in_the_sites_style() -> None:
+    client = app().test_client()
+    page = client.get("/nowhere", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert "Page not found" in page
+    assert "privpoll.css" in page
+    assert "requested URL" not in page
+
+
+def test_the_thank_you_page_needs_a_vote_from_this_browser() -> None:
+    response = app().test_client().get("/vote/lunch/done", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    page = response.get_data(as_text=True)
+    assert "No vote from this browser" in page
+    assert "Thank you" not in page

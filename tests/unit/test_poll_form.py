@@ -172,3 +172,29 @@ def test_preview_uses_the_estimators_formula() -> None:
     assert private.margin > shown.margin
     broken = PollForm(distribution="poisson", fake="lots").preview()
     assert broken.margin is None
+
+
+def test_a_voter_listed_twice_is_merged_with_a_note_and_a_description_kept() -> None:
+    form = submitted(
+        {"title": "Lunch", "description": "Friday, 12:30", "voters": "alice\nbob\nalice\n"},
+        ["pizza", "sushi"],
+    )
+    body, found = form.body()
+    assert found == {}
+    new = NewPoll.model_validate(body)
+    assert new.spec.voters.ids == ["alice", "bob"]
+    assert new.spec.description == "Friday, 12:30"
+    assert form.repeated_voters() == 1
+
+
+def test_the_privacy_panel_speaks_plainly_and_warns_of_a_useless_poll() -> None:
+    few = submitted({"title": "t", "voters": "a\nb\nc", "privacy": "medium"}, ["x", "y", "z"])
+    preview = few.preview()
+    assert preview.too_noisy
+    assert preview.best_guess is not None
+    assert 0.8 < preview.best_guess < 0.9  # e^2.5 / (e^2.5 + 2) with three choices
+    many = "\n".join(f"v{i}" for i in range(2000))
+    enough = submitted({"title": "t", "voters": many, "privacy": "medium"}, ["x", "y", "z"])
+    assert not enough.preview().too_noisy
+    plain = submitted({"title": "t", "voters": many, "privacy": "low"}, ["x", "y"])
+    assert plain.preview().best_guess is None

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from privpoll.core.noise import NoiseDraws
-from privpoll.core.results import estimate
+from privpoll.core.results import estimate, verdict
 from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
@@ -61,7 +61,7 @@ def test_unbiased_with_honest_interval(spec: PollRules) -> None:
         for row in found:
             lo, hi = row.ci95
             covered += lo <= TRUTH[row.choice] <= hi
-            estimates[row.choice].append(row.estimate)
+            estimates[row.choice].append(row.raw_estimate)
     coverage = covered / (POLLS * len(CHOICES))
     assert 0.93 <= coverage <= 0.97, f"95% interval covered the truth {coverage:.1%} of the time"
     for choice, values in estimates.items():
@@ -80,3 +80,28 @@ def test_interval_stays_within_possible_counts() -> None:
     found = estimate({"pizza": 10, "sushi": 0, "tacos": 0}, CHOICES, [1 / 3] * 3, 5)
     for row in found:
         assert 0 <= row.ci95[0] <= row.ci95[1] <= 5
+
+
+def test_one_voter_never_gets_a_zero_width_interval() -> None:
+    # Every ballot for pizza: one voter, three fakes.
+    found = estimate({"pizza": 4}, CHOICES, [1 / 3] * 3, 1)
+    pizza = found[0]
+    assert pizza.raw_estimate > 1
+    assert pizza.estimate == 1
+    assert pizza.ci95[0] < pizza.ci95[1] == 1
+
+
+def test_estimate_shown_lies_in_its_interval_and_the_raw_one_is_kept() -> None:
+    found = estimate({"pizza": 9, "sushi": 0, "tacos": 0}, CHOICES, [1 / 3] * 3, 2)
+    for row in found:
+        assert row.ci95[0] <= row.estimate <= row.ci95[1]
+        assert 0 <= row.estimate <= 2
+    assert found[1].raw_estimate < 0
+
+
+def test_verdict_calls_a_winner_only_when_intervals_separate() -> None:
+    close = estimate({"pizza": 5, "sushi": 4, "tacos": 3}, CHOICES, [1 / 3] * 3, 3)
+    assert verdict(close)["winner"] is None
+    assert "No winner can be called" in verdict(close)["message"]
+    clear = estimate({"pizza": 400, "sushi": 100, "tacos": 100}, CHOICES, [1 / 3] * 3, 300)
+    assert verdict(clear)["winner"] == "pizza"

@@ -59,26 +59,26 @@ def test_valid_spec_round_trips() -> None:
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        ("title", "", "spec.title: String should have at least 1 character"),
-        ("title", "x" * 201, "spec.title: String should have at most 200 characters"),
+        ("title", "", "spec.title: must not be empty"),
+        ("title", "x" * 201, "spec.title: is too long: at most 200 characters"),
         ("title", "two\nlines", "spec.title: must not contain control characters"),
-        ("choices", ["pizza"], "spec.choices: List should have at least 2 items"),
-        ("choices", [f"c{i}" for i in range(51)], "spec.choices: List should have at most 50"),
+        ("choices", ["pizza"], "spec.choices: needs at least 2 choices"),
+        ("choices", [f"c{i}" for i in range(51)], "spec.choices: has too many: at most 50 choices"),
         ("choices", ["pizza", "pizza"], "choices must be unique: 'pizza' appears twice"),
-        ("choices", ["pizza", ""], "spec.choices.1: String should have at least 1 character"),
+        ("choices", ["pizza", ""], "spec.choices.1: must not be empty"),
         ("choices", ["pizza", " sushi"], "must not start or end with spaces"),
-        ("voters.ids", [], "spec.voters.ids: List should have at least 1 item"),
+        ("voters.ids", [], "spec.voters.ids: needs at least 1 voter"),
         ("voters.ids", ["al", "al"], "voter ids must be unique: 'al' appears twice"),
         ("voters.ids", ["a\tb"], "spec.voters.ids.0: must not contain control characters"),
-        ("voters", {"ids": ["a"], "extra": 1}, "spec.voters.extra: unknown field"),
+        ("voters", {"ids": ["a"], "extra": 1}, "spec.voters.extra: is not a field of a poll"),
         ("voters", {}, "spec.voters: give exactly one of 'ids', 'configMapRef' or 'secretRef'"),
         (
             "voters",
             {"configMapRef": {"name": "staff"}},
             "configMapRef and secretRef work on Kubernetes only",
         ),
-        ("retention", "forever", "spec.retention: Input should be 'keep' or 'delete'"),
-        ("noise.fakeVotes", {"distribution": "gauss"}, "Input should be 'fixed', 'poisson'"),
+        ("retention", "forever", "spec.retention: must be 'keep' or 'delete'"),
+        ("noise.fakeVotes", {"distribution": "gauss"}, "must be 'fixed', 'poisson'"),
         ("noise.fakeVotes", {"distribution": "fixed"}, "distribution 'fixed' needs 'count'"),
         ("noise.fakeVotes", {"distribution": "poisson"}, "distribution 'poisson' needs 'mean'"),
         ("noise.fakeVotes", {"distribution": "uniform"}, "distribution 'uniform' needs 'max'"),
@@ -97,7 +97,7 @@ def test_valid_spec_round_trips() -> None:
             {"distribution": "fixed", "count": 0, "min": 0},
             "unless randomizedResponse is on",
         ),
-        ("noise.fakeVotes", {"distribution": "fixed", "count": 101}, "less than or equal to 100"),
+        ("noise.fakeVotes", {"distribution": "fixed", "count": 101}, "must be at most 100"),
         ("noise.choiceWeights", "skewed", "spec.noise.choiceWeights"),
         (
             "noise.choiceWeights",
@@ -111,17 +111,17 @@ def test_valid_spec_round_trips() -> None:
         ),
         ("noise.randomizedResponse", {}, "give exactly one of 'epsilon' or 'probability'"),
         ("noise.randomizedResponse", {"probability": 1.5}, "less than 1"),
-        ("noise.randomizedResponse", {"epsilon": -1}, "greater than 0"),
-        ("mixing.minBatch", 0, "spec.mixing.minBatch: Input should be greater than or equal to 1"),
+        ("noise.randomizedResponse", {"epsilon": -1}, "must be more than 0"),
+        ("mixing.minBatch", 0, "spec.mixing.minBatch: must be at least 1"),
         ("mixing.maxWait", "soon", "'soon' is not a duration: write e.g. 500ms, 30s, 2m or 1h"),
         ("mixing.maxWait", "2h", "spec.mixing.maxWait: must be more than 0 and at most 1h"),
-        ("duplicates", "allow", "spec.duplicates: Input should be 'prevent' or 'detect'"),
+        ("duplicates", "allow", "spec.duplicates: must be 'prevent' or 'detect'"),
         ("schedule.closesAt", "2099-12-01T12:00:00", "needs a time zone"),
-        ("schedule.closesAt", "tomorrow", "spec.schedule.closesAt: Input should be a valid"),
+        ("schedule.closesAt", "tomorrow", "spec.schedule.closesAt: is not a date and time"),
         ("schedule.opensAt", "2099-12-02T12:00:00Z", "closesAt must be after opensAt"),
         ("schedule.closesAt", "2001-01-01T00:00:00Z", "closesAt is in the past"),
-        ("results.visibility", "never", "spec.results.visibility: Input should be 'live'"),
-        ("choises", ["a", "b"], "spec.choises: unknown field"),
+        ("results.visibility", "never", "spec.results.visibility: must be 'live'"),
+        ("choises", ["a", "b"], "spec.choises: is not a field of a poll"),
     ],
 )
 def test_invalid_field_has_a_clear_message(path: str, value: Any, expected: str) -> None:
@@ -133,6 +133,19 @@ def test_invalid_name_says_what_is_allowed(name: str) -> None:
     with pytest.raises(ValidationError) as caught:
         NewPoll.model_validate({"name": name, "spec": VALID})
     assert "name: must be 1-40 lowercase letters, digits or '-'" in describe(problems(caught.value))
+
+
+def test_yaml_booleans_get_a_hint_to_quote_them() -> None:
+    message = error_of(with_change("choices", [True, False]))
+    assert "spec.choices.0: must be text: quote yes/no" in message
+    assert "YAML reads them as true/false" in message
+
+
+def test_problems_keep_a_stable_code() -> None:
+    with pytest.raises(ValidationError) as caught:
+        NewPoll.model_validate({"name": "x", "spec": with_change("title", "")})
+    (found,) = problems(caught.value)
+    assert (found.field, found.code) == ("spec.title", "string_too_short")
 
 
 def test_missing_fields_are_named() -> None:

@@ -28,3 +28,14 @@ def test_reservation_key_hides_the_voter() -> None:
     assert "alice" not in key
     assert key == tokens.reservation_key(POLL, "alice")
     assert key != tokens.reservation_key(uuid.uuid4(), "alice")
+
+
+def test_a_reissued_token_replaces_the_old_one() -> None:
+    first = tokens.voter_token(SECRET, POLL, "alice")
+    second = tokens.voter_token(SECRET, POLL, "alice", 1)
+    assert first != second
+    assert tokens.is_valid(SECRET, POLL, "alice", second, 1)
+    assert not tokens.is_valid(SECRET, POLL, "alice", first, 1)
+    assert not tokens.is_valid(SECRET, POLL, "alice", second, 2)
+    assert tokens.reissue_key(SECRET, POLL, "alice") != tokens.reissue_key(SECRET, POLL, "bob")
+    assert "alice" not in tokens.reissue_key(SECRET, POLL, "alice")

@@ -47,6 +47,11 @@ app.kubernetes.io/part-of: privpoll
 {{- .Values.auth.existingSecret | default (include "privpoll.fullname" .) }}
 {{- end }}
 
+{{/* The Secret holding the SMTP URL (mail.smtpUrl), or the user's own. */}}
+{{- define "privpoll.mailSecret" -}}
+{{- .Values.mail.existingSecret | default (printf "%s-mail" (include "privpoll.fullname" .)) }}
+{{- end }}
+
 {{/* The namespaces whose Polls the operator serves: the release's first. */}}
 {{- define "privpoll.watchNamespaces" -}}
 {{- $all := list .Release.Namespace }}

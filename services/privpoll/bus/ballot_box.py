@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -111,6 +112,8 @@ class BallotBox:
         self._publisher = Publisher(connection, self.publish_timeout)
         self._js = nc.jetstream(timeout=self.publish_timeout)
         self._registry = Registry(self._js, every=POLL_TTL)
+        # Another worker's reissue of a link: drop the cached poll (reissue counts).
+        await nc.subscribe(naming.CHANGES, cb=self._changed)
         self._nc = nc
         assert self._ready is not None
         self._ready.set()
@@ -167,6 +170,17 @@ class BallotBox:
             refresh = asyncio.run_coroutine_threadsafe(self.poll(name), self._thread.loop)
             refresh.add_done_callback(lambda _: self._refreshing.discard(name))
         return poll if age < STALE_FOR else None
+
+    async def _changed(self, message: Msg) -> None:
+        if self._registry is not None:
+            self._registry.forget(message.data.decode(errors="replace"))
+
+    async def announce(self, name: str) -> None:
+        """Tell every ingest worker that the poll's registry entry changed (after the put)."""
+        if self._nc is None:
+            raise QueueDown("not connected to NATS")
+        await self._nc.publish(naming.CHANGES, name.encode())
+        await self._nc.flush(timeout=max(int(self.publish_timeout), 1))
 
     def remember(self, poll: Poll) -> None:
         if self._registry is not None:

@@ -16,6 +16,9 @@ T = TypeVar("T")
 Role = Literal["actors", "ballots"]
 ROLES: tuple[Role, Role] = ("actors", "ballots")
 REGISTRY_BUCKET = "privpoll-polls"
+# Core NATS, no stream: the name of a poll whose registry entry changed in a way every ingest
+# worker must see at once (a reissued link), rather than at its next check of the registry.
+CHANGES = "privpoll.bus.registry.changed"
 
 
 def bucket_stream(bucket: str) -> str:

@@ -77,6 +77,10 @@ class Registry:
         """A poll this process just wrote to the registry."""
         self._entries[poll.name] = Entry(poll, None, time.monotonic())
 
+    def forget(self, name: str) -> None:
+        """Drop the cached entry: another process changed it (see ``naming.CHANGES``)."""
+        self._entries.pop(name, None)
+
     async def names(self) -> list[str]:
         """Every registered poll's name, listed again only when the bucket changed."""
         version = await self.version()

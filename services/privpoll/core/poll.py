@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from privpoll.core.spec import PollRules
 
@@ -32,6 +32,9 @@ class Poll(BaseModel):
     rules: PollRules
     eligible: int
     closed: bool = False
+    # Voters whose link was reissued: tokens.reissue_key -> how many times. Read from the
+    # cached registry entry on every vote, so checking a token needs no database.
+    reissued: dict[str, int] = Field(default_factory=dict)
 
     def phase(self, now: datetime | None = None) -> Phase:
         now = now or datetime.now(UTC)

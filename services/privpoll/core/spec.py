@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -248,6 +249,9 @@ class PollRules(_Model):
     """Everything about a poll but its voter list: what the ingest and the sinks need."""
 
     title: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(
+        default=None, max_length=2000, description="shown to voters under the title"
+    )
     choices: list[Label] = Field(min_length=2, max_length=MAX_CHOICES)
     # Left out: the recommended noise. Given: exactly what it says (randomized response only
     # if it lists it), so a creator who spells out the noise gets no surprise.
@@ -264,6 +268,16 @@ class PollRules(_Model):
     @classmethod
     def _title(cls, value: str) -> str:
         return _printable(value)
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # Line breaks are kept (a paragraph or two); other control characters are not text.
+        if any((ord(c) < 32 and c not in "\n\r") or ord(c) == 127 for c in value):
+            raise ValueError("must not contain control characters other than line breaks")
+        return value.strip() or None
 
     @field_validator("choices")
     @classmethod
@@ -343,30 +357,100 @@ class NewPoll(_Model):
 class FieldProblem(BaseModel):
     field: str
     message: str
+    # pydantic's error type ("string_too_short", "missing", ...): stable, for programs.
+    code: str = "invalid"
 
 
-_FRIENDLY = {
-    "extra_forbidden": "unknown field",
-    "missing": "is required",
-}
+YAML_BOOLEANS = "quote yes/no (and on/off, true/false): YAML reads them as true/false, not as text"
+
+
+def _plural(count: Any, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _items(loc: str) -> tuple[str, str]:
+    """What a list field holds, in words: ('choice', 'choices') for spec.choices."""
+    if loc.endswith("choices"):
+        return "choice", "choices"
+    if loc.endswith("ids") or loc.endswith("voters"):
+        return "voter", "voters"
+    return "item", "items"
+
+
+def plain_message(item: Mapping[str, Any], loc: str) -> str:
+    """pydantic's message for one error, rewritten for a person."""
+    kind = item["type"]
+    ctx = item.get("ctx") or {}
+    given = item.get("input")
+    if kind == "extra_forbidden":
+        return "is not a field of a poll: check its spelling and indentation"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_type":
+        if isinstance(given, bool):
+            return f"must be text: {YAML_BOOLEANS}"
+        if given is None:
+            return "must not be empty"
+        return "must be text"
+    if kind == "string_too_short":
+        least = ctx.get("min_length", 1)
+        return "must not be empty" if least == 1 else f"needs at least {least} characters"
+    if kind == "string_too_long":
+        return f"is too long: at most {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        one, many = _items(loc)
+        return f"needs at least {_plural(ctx.get('min_length'), one, many)}"
+    if kind == "too_long":
+        one, many = _items(loc)
+        return f"has too many: at most {_plural(ctx.get('max_length'), one, many)}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "must be a whole number"
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return "must be a number"
+    if kind in ("bool_type", "bool_parsing"):
+        return "must be true or false"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return "must be an object of fields ({...} in JSON; key: value lines, indented, in YAML)"
+    if kind == "list_type":
+        return "must be a list (one '- item' per line, or [a, b])"
+    if kind == "greater_than":
+        return f"must be more than {ctx.get('gt')}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "less_than":
+        return f"must be less than {ctx.get('lt')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    if kind.startswith("datetime") or kind.startswith("date_"):
+        return "is not a date and time: write e.g. 2026-12-01T12:00:00Z"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected', 'one of the allowed values')}"
+    if kind == "string_pattern_mismatch" and loc.endswith("name"):
+        return (
+            "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
+            "letter or digit"
+        )
+    message = str(item["msg"])
+    message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message.startswith("Input should be "):
+        message = "must be " + message.removeprefix("Input should be ")
+    return message
 
 
 def problems(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
     """Turn pydantic's errors into one line per field, in the words users wrote."""
     found = []
     for item in error.errors(include_url=False):
-        loc = ".".join(str(part) for part in item["loc"])
+        # A union's member (e.g. "literal['uniform']" or "dict[str,float]") is no field name.
+        parts = [str(part) for part in item["loc"] if not _is_type_name(part)]
+        loc = ".".join(parts)
         field = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "body"
-        message = _FRIENDLY.get(item["type"], item["msg"])
-        if message.startswith("Value error, "):
-            message = message.removeprefix("Value error, ")
-        if item["type"] == "string_pattern_mismatch" and loc.endswith("name"):
-            message = (
-                "must be 1-40 lowercase letters, digits or '-', starting and ending with a "
-                "letter or digit"
-            )
-        found.append(FieldProblem(field=field, message=message))
+        found.append(FieldProblem(field=field, message=plain_message(item, loc), code=item["type"]))
     return found
+
+
+def _is_type_name(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in ("str", "float", "int", "dict"))
 
 
 def describe(found: list[FieldProblem]) -> str:

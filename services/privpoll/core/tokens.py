@@ -8,13 +8,28 @@ import hmac
 import uuid
 
 
-def voter_token(secret: bytes, poll_uid: uuid.UUID, voter: str) -> str:
-    mac = hmac.new(secret, poll_uid.bytes + voter.encode(), hashlib.sha256).digest()
+def voter_token(secret: bytes, poll_uid: uuid.UUID, voter: str, generation: int = 0) -> str:
+    """The voter's token; ``generation`` counts the times their link was reissued (0: never,
+    the original token, so links handed out before reissuing existed keep working)."""
+    message = poll_uid.bytes + voter.encode()
+    if generation:
+        # Voter ids hold no control characters: the NUL keeps (voter, generation) unambiguous.
+        message += b"\x00" + str(generation).encode()
+    mac = hmac.new(secret, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def is_valid(secret: bytes, poll_uid: uuid.UUID, voter: str, token: str) -> bool:
-    return same_secret(voter_token(secret, poll_uid, voter), token)
+def is_valid(
+    secret: bytes, poll_uid: uuid.UUID, voter: str, token: str, generation: int = 0
+) -> bool:
+    return same_secret(voter_token(secret, poll_uid, voter, generation), token)
+
+
+def reissue_key(secret: bytes, poll_uid: uuid.UUID, voter: str) -> str:
+    """Names a voter whose link was reissued, in the poll's registry entry: keyed, so the
+    registry reveals neither the voter id nor, to whoever guesses ids, who lost a link."""
+    key = derived_key(secret, "reissued links")
+    return hmac.new(key, poll_uid.bytes + voter.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def same_secret(expected: str, given: str) -> bool:

@@ -69,6 +69,24 @@ MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
         OnCockroach("ALTER TABLE actors CONFIGURE ZONE USING gc.ttlseconds = 600"),
         OnCockroach("ALTER TABLE ballots CONFIGURE ZONE USING gc.ttlseconds = 600"),
     ),
+    (
+        # Reissued links (tokens.reissue_key -> generation): on the polls table, never on a
+        # vote table, and no time in it.
+        "ALTER TABLE polls ADD COLUMN IF NOT EXISTS reissued jsonb NOT NULL DEFAULT '{}'",
+    ),
+    (
+        # E-mail to voters (privpoll.service.invitations): who was mailed what, never how they
+        # voted; no time either. kind: invitation or reminder; state: queued, sending, sent, failed
+        # or skipped (voted before their reminder went out).
+        """CREATE TABLE IF NOT EXISTS mail (
+            poll uuid NOT NULL,
+            kind text NOT NULL,
+            voter text NOT NULL,
+            state text NOT NULL,
+            detail text NOT NULL DEFAULT '',
+            PRIMARY KEY (poll, kind, voter)
+        )""",
+    ),
 ]
 
 
@@ -140,7 +158,9 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
 
 # A poll's row as a Poll: its spec without the voter list (up to 100,000 ids, which only the
 # invitations read), and the list's length.
-POLL = sql.SQL("name, uid, spec - 'voters', jsonb_array_length(spec -> 'voters' -> 'ids'), closed")
+POLL = sql.SQL(
+    "name, uid, spec - 'voters', jsonb_array_length(spec -> 'voters' -> 'ids'), closed, reissued"
+)
 
 
 def _poll(row: Sequence[Any]) -> Poll:
@@ -150,6 +170,7 @@ def _poll(row: Sequence[Any]) -> Poll:
         rules=PollRules.model_validate(row[2]),
         eligible=int(row[3] or 0),
         closed=row[4],
+        reissued=dict(row[5] or {}),
     )
 
 
@@ -213,12 +234,38 @@ def update_spec(conn: psycopg.Connection[Any], name: str, spec: PollSpec) -> Pol
     return run_transaction(conn, work)
 
 
+def reissue(conn: psycopg.Connection[Any], name: str, key: str) -> Poll | None:
+    """One more generation for the voter named by ``key`` (tokens.reissue_key)."""
+
+    def work(cur: psycopg.Cursor[Any]) -> Poll | None:
+        cur.execute(
+            sql.SQL(
+                "UPDATE polls SET reissued = reissued || jsonb_build_object("
+                "%s::text, COALESCE((reissued ->> %s::text)::int, 0) + 1) "
+                "WHERE name = %s RETURNING {}"
+            ).format(POLL),
+            (key, key, name),
+        )
+        row = cur.fetchone()
+        return _poll(row) if row else None
+
+    return run_transaction(conn, work)
+
+
+def row_counts(conn: psycopg.Connection[Any], poll: uuid.UUID) -> tuple[int, int]:
+    """(actor rows, ballot rows) of a poll."""
+    actors = conn.execute("SELECT count(*) FROM actors WHERE poll = %s", (poll,)).fetchone()
+    ballots = conn.execute("SELECT count(*) FROM ballots WHERE poll = %s", (poll,)).fetchone()
+    return int(actors[0] if actors else 0), int(ballots[0] if ballots else 0)
+
+
 def delete_poll(conn: psycopg.Connection[Any], poll: Poll) -> None:
     """The poll's row and every vote row of it, in one transaction."""
 
     def work(cur: psycopg.Cursor[Any]) -> None:
         cur.execute("DELETE FROM actors WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM ballots WHERE poll = %s", (poll.uid,))
+        cur.execute("DELETE FROM mail WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM polls WHERE uid = %s", (poll.uid,))
 
     run_transaction(conn, work)

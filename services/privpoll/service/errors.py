@@ -63,3 +63,19 @@ def stack_of(error: BaseException) -> str:
     id or a choice (docs/design.md, invariant 6)."""
     frames = traceback.extract_tb(error.__traceback__)
     return "\n".join(f"  {f.filename}:{f.lineno} in {f.name}" for f in frames)
+
+
+# The error pages' words, for people who typed or followed a link (the API keeps its codes).
+PAGE_WORDS: dict[int, tuple[str, str]] = {
+    404: (
+        "Page not found",
+        "There is no page at this address. If you followed a link from an e-mail, check "
+        "that the whole link was copied: invitation links are long and sometimes get cut.",
+    ),
+    405: ("Not possible here", "This page cannot be used that way. Go back and try again."),
+    500: (
+        "Something went wrong",
+        "The server ran into a problem and could not finish. Nothing you did caused it; "
+        "please try again in a moment. If it keeps happening, tell whoever runs this site.",
+    ),
+}

@@ -211,12 +211,16 @@ def purge_remixed(conn: psycopg.Connection[Any]) -> bool:
 
 async def delete(
     js: JetStream, conn: psycopg.Connection[Any] | None, name: str, uid: str | None = None
-) -> None:
-    """The poll's stream, voters bucket and registry entry; with ``conn``, its rows as well
-    (only those of the poll whose uid is ``uid``, when given: a new poll may have the name)."""
+) -> tuple[int, int] | None:
+    """The poll's stream, voters bucket and registry entry first (no vote can arrive after),
+    then with ``conn`` its rows: only those of the poll whose uid is ``uid``, when given (a
+    new poll may have the name). The vote and ballot rows erased; None if no such poll."""
     await topology.remove_queue(js, name)
     if conn is None:
-        return
+        return None
     poll = await asyncio.to_thread(storage.get_poll, conn, name)
-    if poll is not None and (uid is None or str(poll.uid) == uid):
-        await asyncio.to_thread(storage.delete_poll, conn, poll)
+    if poll is None or (uid is not None and str(poll.uid) != uid):
+        return None
+    counted = await asyncio.to_thread(storage.row_counts, conn, poll.uid)
+    await asyncio.to_thread(storage.delete_poll, conn, poll)
+    return counted

@@ -27,6 +27,7 @@ from privpoll.db import storage
 from privpoll.db.remix import Remixed
 from privpoll.service import lifecycle
 from privpoll.service.errors import RETRY_AFTER, ApiError, queue_down, unavailable
+from privpoll.service.queued import pending_votes
 from privpoll.service.services import Services
 
 PROVISION_WAIT = 30.0
@@ -68,6 +69,9 @@ def all_polls(svc: Services) -> list[Poll]:
 def parse_new_poll(body: Any, *, strict: bool = False) -> NewPoll:
     """The poll a body describes. ``strict``: JSON types exactly as the OpenAPI document says
     (``"10"`` is not a number), for the API; the pages' form sends every field as text."""
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if kind is not None and kind != "Poll":
+        raise ApiError(400, "not_a_poll", f"this is not a Poll (kind: {kind})")
     try:
         if strict:
             return NewPoll.model_validate_json(json.dumps(body), strict=True)
@@ -188,11 +192,23 @@ def each_invitation(
 
     def made() -> Iterator[Invitation]:
         for voter in chosen:
-            token = tokens.voter_token(settings.secret_bytes, poll.uid, voter)
+            token = tokens.voter_token(
+                settings.secret_bytes,
+                poll.uid,
+                voter,
+                _generation(settings.secret_bytes, poll, voter),
+            )
             link = f"{settings.base_url}/vote/{poll.name}?voter={quote(voter, safe='')}"
             yield Invitation(voter, token, f"{link}&token={token}")
 
     return made()
+
+
+def _generation(secret: bytes, poll: Poll, voter: str) -> int:
+    """How many times this voter's link was reissued (0 for nearly everyone: no HMAC)."""
+    if not poll.reissued:
+        return 0
+    return poll.reissued.get(tokens.reissue_key(secret, poll.uid, voter), 0)
 
 
 def voted(svc: Services, poll: Poll) -> set[str]:
@@ -238,7 +254,8 @@ def results_of(svc: Services, poll: Poll, *, admin: bool) -> dict[str, Any]:
         )
     with svc.pool.connection() as conn:
         votes, voters, stored = storage.tally(conn, poll.uid)
-    return summarize(poll.rules, phase.value, votes, voters, stored)
+    pending = pending_votes(svc, poll, votes)
+    return summarize(poll.rules, phase.value, votes, voters, stored, pending)
 
 
 def open_ballot(svc: Services, name: str, voter: str, token: str) -> Poll:
@@ -258,10 +275,23 @@ def open_ballot(svc: Services, name: str, voter: str, token: str) -> Poll:
     if phase is Phase.PENDING:
         opens = poll.rules.schedule.opens_at
         raise ApiError(409, "poll_not_open", f"this poll opens at {opens:%Y-%m-%d %H:%M %Z}")
-    if not tokens.is_valid(svc.settings.secret_bytes, poll.uid, voter, token):
-        raise ApiError(
-            403, "invalid_token", "this invitation token is not valid for this voter and poll"
-        )
+    secret = svc.settings.secret_bytes
+    current = _generation(secret, poll, voter)
+    if not tokens.is_valid(secret, poll.uid, voter, token, current):
+        # A link reissued a moment ago, which this worker's copy of the poll does not know
+        # yet: read the registry now (only for a token of the next generation, so a guessed
+        # token costs no NATS request).
+        newer = None
+        if tokens.is_valid(secret, poll.uid, voter, token, current + 1):
+            try:
+                newer = svc.box.call(svc.box.poll(name, fresh=True))
+            except QueueDown as error:
+                raise queue_down() from error
+        if newer is None or _generation(secret, newer, voter) != current + 1:
+            raise ApiError(
+                403, "invalid_token", "this invitation token is not valid for this voter and poll"
+            )
+        poll = newer
     return poll
 
 

@@ -7,16 +7,26 @@ share of a worker's time at saturation (bench/analysis.md). privpoll.web.gunicor
 this class as the logger; ``access_log_format`` is not read.
 
 The line holds the client's address, the method, the path, the status, the bytes sent and
-the time taken: never a body, a query string or a header, so never a voter or a choice.
+the time taken: never a body, a query string or a header, so never a voter or a choice. The
+one path that names a voter (reissuing their link) shows ``-`` in the voter's place.
 """
 
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from gunicorn.glogging import Logger
+
+_VOTER_IN_PATH = re.compile(r"^(/api/v1/polls/[^/]+/voters/).+(/reissue)$")
+
+
+def shown_path(path: str) -> str:
+    """The path as logged: a voter id in it replaced by ``-``."""
+    return _VOTER_IN_PATH.sub(r"\1-\2", path)
+
 
 # The line as a gunicorn --access-logformat, for gunicorn's own logger to compare against.
 FORMAT = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
@@ -42,7 +52,7 @@ class AccessLog(Logger):
             '%s "%s %s" %s %s %dms',
             environ.get("REMOTE_ADDR", "-"),
             environ.get("REQUEST_METHOD", "-"),
-            environ.get("PATH_INFO", "-"),
+            shown_path(environ.get("PATH_INFO", "-")),
             status,
             "-" if sent is None else sent,
             request_time.seconds * 1000 + request_time.microseconds // 1000,

@@ -10,7 +10,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from privpoll.core import tokens
-from privpoll.service import polls, ratelimit
+from privpoll.service import erase, polls, ratelimit, reissue
+from privpoll.service import invitations as mailing
 from privpoll.service.errors import ApiError
 from privpoll.web import vote_route
 from privpoll.web.context import client_address, services
@@ -114,6 +115,45 @@ def close_poll(name: str) -> Response:
     _require_admin()
     closed = polls.close_poll(services(), name)
     return jsonify({**closed.summary(), "turnout": polls.turnout(services(), closed)})
+
+
+@api.delete("/api/v1/polls/<name>")
+def delete_poll(name: str) -> Response:
+    """Erase a poll: rows, queue, and on Kubernetes the Poll resource; says what went."""
+    _require_admin()
+    return jsonify(erase.delete_poll(services(), name).to_json())
+
+
+@api.post("/api/v1/polls/<name>/voters/<path:voter>/reissue")
+def reissue_link(name: str, voter: str) -> Response:
+    """A new link for one voter; the old one stops working."""
+    _require_admin()
+    found = reissue.reissue(services(), name, voter)
+    return jsonify({"voter": found.voter, "token": found.token, "url": found.url})
+
+
+@api.post("/api/v1/polls/<name>/invitations/send")
+def send_invitations(name: str) -> tuple[Response, int]:
+    """E-mail every voter whose id is an address their link, in the background."""
+    _require_admin()
+    again = request.args.get("again", "false")
+    if again not in ("true", "false"):
+        raise ApiError(400, "invalid_parameter", "again must be true or false")
+    return jsonify(mailing.send_invitations(services(), name, again=again == "true").to_json()), 202
+
+
+@api.post("/api/v1/polls/<name>/reminders")
+def send_reminders(name: str) -> tuple[Response, int]:
+    """E-mail a reminder to every voter with an address who has not voted."""
+    _require_admin()
+    return jsonify({"queued": mailing.send_reminders(services(), name)}), 202
+
+
+@api.get("/api/v1/polls/<name>/mail")
+def mail_progress(name: str) -> Response:
+    """How far the invitations and reminders are, with each address that failed."""
+    _require_admin()
+    return jsonify(mailing.progress(services(), name))
 
 
 @api.get("/api/v1/polls/<name>/invitations")

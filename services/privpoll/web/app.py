@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from privpoll.core.tokens import derived_key
-from privpoll.service.errors import INTERNAL, ApiError, database_down, stack_of
+from privpoll.service.errors import INTERNAL, PAGE_WORDS, ApiError, database_down, stack_of
 from privpoll.service.services import Services
 from privpoll.settings import Settings
 from privpoll.web.api import api
@@ -78,7 +78,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         # e.g. Allow of a 405; the body's type is ours.
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         if _wants_page():
-            page = render_template("error.html", title=error.name, message=error.description)
+            title, words = PAGE_WORDS.get(error.code or 500, (error.name, error.description))
+            page = render_template("error.html", title=title, message=words)
             return page, error.code or 500, headers
         body = {"error": {"code": code, "message": message}}
         return jsonify(body), error.code or 500, headers
@@ -109,8 +110,8 @@ def create_app(settings: Settings | None = None) -> Flask:
             stack_of(error),
         )
         if _wants_page():
-            message = "Something went wrong on the server; its log has more. Please try again."
-            return render_template("error.html", title="Server error", message=message), 500
+            title, words = PAGE_WORDS[500]
+            return render_template("error.html", title=title, message=words), 500
         return jsonify(INTERNAL), 500
 
     return app

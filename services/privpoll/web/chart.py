@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 LEFT = 0.5  # percent
-RIGHT = 86.0  # percent; the rest is room for the estimate written after the whisker
-ROW = 58
+RIGHT = 96.0  # percent
+ROW = 76
 TOP = 6
 AXIS = 30
 
@@ -31,7 +31,10 @@ class Bar:
     whisker_from: float
     whisker_to: float
     whisker_y: float
+    # The estimate's label sits under the bar's end, at the estimate (not at a whisker).
     value_x: float
+    value_y: float
+    value_anchor: str
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,15 @@ def _label(value: float) -> str:
     return f"{value:g}"
 
 
+def _anchor(at: float) -> str:
+    """Centred under the estimate, unless that would run off either side of the chart."""
+    if at < LEFT + 4:
+        return "start"
+    if at > RIGHT - 4:
+        return "end"
+    return "middle"
+
+
 def bar_chart(rows: Sequence[Mapping[str, Any]], votes: int) -> Chart:
     """One bar per choice from the results' ``choices`` rows; the scale runs 0..votes."""
     highest = max([float(votes), *(float(r["ci95"][1]) for r in rows), 1.0])
@@ -94,7 +106,9 @@ def bar_chart(rows: Sequence[Mapping[str, Any]], votes: int) -> Chart:
                 whisker_from=x(lo),
                 whisker_to=x(hi),
                 whisker_y=y + 34,
-                value_x=max(x(hi), x(estimate)),
+                value_x=x(estimate),
+                value_y=y + 62,
+                value_anchor=_anchor(x(estimate)),
             )
         )
     axis_y = TOP + len(rows) * ROW

@@ -57,9 +57,9 @@ PRESETS: dict[str, Preset] = {
         meaning=(
             "Every vote hides among a random number of fake votes (at least one, two on "
             "average), and before it is stored its choice is swapped for a random one now and "
-            "then (randomized response, ε = 2.5): even with the database and the list of who "
-            "voted, the odds that a voter chose one answer rather than another are at most "
-            "e^2.5 ≈ 12 to 1. This is what a poll gets when it says nothing about noise."
+            "then: even with the database and the list of who voted, nobody can be sure how "
+            "anyone voted (between two choices, a thief's guess is right at most 92 times in "
+            "100). This is what a poll gets when it says nothing about noise."
         ),
         distribution="poisson",
         fake="2",
@@ -71,9 +71,9 @@ PRESETS: dict[str, Preset] = {
     "high": Preset(
         label="High privacy",
         meaning=(
-            "More fake votes (three on average) and more swapping (ε = 1.5): the odds for any "
-            "voter are at most e^1.5 ≈ 4.5 to 1. The results need a few hundred voters to be "
-            "useful."
+            "More fake votes (three on average) and more swapping: between two choices, a "
+            "thief's guess about a voter is right at most 82 times in 100. The results need a "
+            "few hundred voters to be useful."
         ),
         distribution="poisson",
         fake="3",
@@ -90,6 +90,7 @@ CUSTOM = "custom"
 _FIELDS: list[tuple[str, str]] = [
     ("name", "name"),
     ("spec.title", "title"),
+    ("spec.description", "description"),
     ("spec.choices", "choices"),
     ("spec.voters", "voters"),
     ("spec.schedule.opensAt", "opensAt"),
@@ -215,6 +216,20 @@ class Preview:
             return None
         return self.margin / self.voters
 
+    @property
+    def best_guess(self) -> float | None:
+        """How often a thief's best guess of one voter's choice can be right at most, from an
+        even start: randomized response bounds the odds between two choices by e^ε."""
+        if not self.epsilon:
+            return None
+        odds = math.exp(self.epsilon)
+        return odds / (odds + self.choices - 1)
+
+    @property
+    def too_noisy(self) -> bool:
+        """The expected error exceeds an even share of the votes: no winner could be told."""
+        return bool(self.margin and self.voters and self.margin > self.voters / self.choices)
+
 
 @dataclass(frozen=True)
 class PollForm:
@@ -222,6 +237,7 @@ class PollForm:
 
     name: str = ""
     title: str = ""
+    description: str = ""
     choices: tuple[str, ...] = ("", "", "")
     voters: str = ""
     opens_at: str = ""
@@ -252,6 +268,7 @@ class PollForm:
         form = cls(
             name=text("name"),
             title=text("title"),
+            description=text("description"),
             choices=tuple(c.strip() for c in choices) or ("", ""),
             voters=(get("voters") or "").strip(),
             opens_at=text("opensAt"),
@@ -349,7 +366,7 @@ class PollForm:
         """The API body ``{name, spec}`` and the problems found before the API sees it."""
         found: dict[str, list[str]] = {}
         try:
-            voters = parse_voters(self.voters)
+            voters = list(dict.fromkeys(parse_voters(self.voters)))
         except VoterListError as error:
             found["voters"] = [str(error)]
             voters = ["-"]  # keeps the API's check of the other fields going
@@ -365,6 +382,7 @@ class PollForm:
             noise["randomizedResponse"] = {"epsilon": self.epsilon or None}
         spec: dict[str, Any] = {
             "title": self.title,
+            **({"description": self.description} if self.description else {}),
             "choices": [c for c in self.choices if c],
             "voters": {"ids": voters},
             "noise": noise,
@@ -374,6 +392,14 @@ class PollForm:
             "results": {"visibility": self.visibility},
         }
         return {"name": self.poll_name(attempt), "spec": spec}, found
+
+    def repeated_voters(self) -> int:
+        """How many lines of the voter list repeat an id above them (merged into one)."""
+        try:
+            found = parse_voters(self.voters)
+        except VoterListError:
+            return 0
+        return len(found) - len(set(found))
 
     def api_problems(self, fields: list[dict[str, str]]) -> dict[str, list[str]]:
         """The API's field problems, keyed by form field, choice rows named as on the page."""

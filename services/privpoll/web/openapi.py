@@ -34,8 +34,15 @@ _ERROR: dict[str, Any] = {
                     "items": {
                         "type": "object",
                         "additionalProperties": False,
-                        "required": ["field", "message"],
-                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                        "required": ["field", "message", "code"],
+                        "properties": {
+                            "field": {"type": "string", "description": "e.g. spec.choices.0"},
+                            "message": {"type": "string", "description": "for people"},
+                            "code": {
+                                "type": "string",
+                                "description": "stable, for programs: e.g. string_too_short",
+                            },
+                        },
                     },
                 },
             },
@@ -78,6 +85,25 @@ _POLL_WITH_TURNOUT: dict[str, Any] = {
 
 _RESULTS_FIELDS: dict[str, Any] = {
     "phase": {"enum": ["Pending", "Open", "Closed"]},
+    "pending": {
+        "type": ["integer", "null"],
+        "minimum": 0,
+        "description": "votes accepted (202) but not yet stored, so not counted in `choices`; "
+        "null when the queue cannot say right now",
+    },
+    "verdict": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["winner", "message"],
+        "properties": {
+            "winner": {
+                "type": ["string", "null"],
+                "description": "the leading choice when its 95% interval lies above every "
+                "other's; null when the intervals overlap (no winner can be called)",
+            },
+            "message": {"type": "string", "description": "the same, in words"},
+        },
+    },
     "choices": {"type": "array", "items": {"$ref": "#/components/schemas/ChoiceResult"}},
     "votes": {"$ref": "#/components/schemas/VoteCounts"},
     "noise": {"$ref": "#/components/schemas/Noise"},
@@ -195,6 +221,86 @@ _NAME = [
         "schema": {"type": "string"},
     }
 ]
+_VOTER = {
+    "name": "voter",
+    "in": "path",
+    "required": True,
+    "description": "the voter id, URL-encoded",
+    "schema": {"type": "string"},
+}
+_ERASED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "erased", "message"],
+    "properties": {
+        "name": {"type": "string"},
+        "erased": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["votes", "ballots", "invitations", "queue", "pollResource"],
+            "properties": {
+                "votes": {"type": "integer", "minimum": 0, "description": "actor rows"},
+                "ballots": {"type": "integer", "minimum": 0, "description": "real and fake"},
+                "invitations": {"type": "integer", "minimum": 0},
+                "queue": {"type": "boolean"},
+                "pollResource": {"type": "boolean", "description": "on Kubernetes"},
+            },
+        },
+        "message": {"type": "string"},
+    },
+}
+_INVITATIONS_QUEUED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["queued", "skipped", "alreadySent"],
+    "properties": {
+        "queued": {"type": "integer", "minimum": 0},
+        "skipped": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "voter ids that are not e-mail addresses",
+        },
+        "alreadySent": {"type": "integer", "minimum": 0, "description": "mailed before"},
+    },
+}
+_REMINDERS_QUEUED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["queued"],
+    "properties": {"queued": {"type": "integer", "minimum": 0}},
+}
+_MAIL_KIND: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["queued", "sending", "sent", "failed", "skipped", "failures", "done"],
+    "properties": {
+        **{
+            state: {"type": "integer", "minimum": 0}
+            for state in ("queued", "sending", "sent", "failed", "skipped")
+        },
+        "failures": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["voter", "problem"],
+                "properties": {"voter": {"type": "string"}, "problem": {"type": "string"}},
+            },
+        },
+        "done": {"type": "boolean"},
+    },
+}
+_MAIL_PROGRESS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["configured", "invitations", "reminders"],
+    "properties": {
+        "configured": {"type": "boolean"},
+        "howToConfigure": {"type": "string"},
+        "invitations": _MAIL_KIND,
+        "reminders": _MAIL_KIND,
+    },
+}
 _ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
 # Admin calls: a missing token, a wrong one, or too many wrong ones from one address.
 _AUTH = (401, 403, 429)
@@ -274,6 +380,29 @@ def document() -> dict[str, Any]:
                     "summary": "A poll, its phase and turnout (no voter list)",
                     "parameters": _NAME,
                     "responses": {"200": _json(_ref("PollWithTurnout")), **_errors(404, 503)},
+                },
+                "delete": {
+                    "summary": "Erase a poll: its vote rows, its row, stream, voters bucket "
+                    "and registry entry; on Kubernetes the Poll resource and its sinks",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "200": _json(_ERASED, "what was erased"),
+                        **_errors(*_AUTH, 404, 503),
+                    },
+                },
+            },
+            "/api/v1/polls/{name}/voters/{voter}/reissue": {
+                "post": {
+                    "summary": "A new invitation link for one voter; their old link stops "
+                    "working (within a second on every ingest worker). A voter who voted "
+                    "still cannot vote again.",
+                    "security": _ADMIN,
+                    "parameters": [*_NAME, _VOTER],
+                    "responses": {
+                        "200": _json(_INVITATION, "the voter's new invitation"),
+                        **_errors(*_AUTH, 404, 409, 503),
+                    },
                 }
             },
             "/api/v1/polls/{name}/close": {
@@ -304,6 +433,49 @@ def document() -> dict[str, Any]:
                         "200": _json({"type": "array", "items": _INVITATION}),
                         **_errors(*_AUTH, 404, 503),
                     },
+                }
+            },
+            "/api/v1/polls/{name}/invitations/send": {
+                "post": {
+                    "summary": "E-mail every voter whose id is an address their own link, in "
+                    "the background (GET .../mail shows the progress); nobody mailed before "
+                    "is mailed again unless again=true",
+                    "security": _ADMIN,
+                    "parameters": [
+                        *_NAME,
+                        {
+                            "name": "again",
+                            "in": "query",
+                            "required": False,
+                            "description": "also mail the voters who got their invitation",
+                            "schema": {"enum": ["true", "false"]},
+                        },
+                    ],
+                    "responses": {
+                        "202": _json(_INVITATIONS_QUEUED, "queued"),
+                        **_errors(400, *_AUTH, 404, 409, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/reminders": {
+                "post": {
+                    "summary": "E-mail a reminder to every voter with an address who has not "
+                    "voted (checked again just before each message leaves)",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "202": _json(_REMINDERS_QUEUED, "queued"),
+                        **_errors(*_AUTH, 404, 409, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/mail": {
+                "get": {
+                    "summary": "Progress of the invitations and reminders, and each address "
+                    "that failed for good with the mail server's words",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {"200": _json(_MAIL_PROGRESS), **_errors(*_AUTH, 404, 503)},
                 }
             },
             "/api/v1/polls/{name}/votes": {

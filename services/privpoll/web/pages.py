@@ -32,8 +32,9 @@ from werkzeug.wrappers import Response as WebResponse
 from privpoll.core import randomness, tokens
 from privpoll.core.poll import Phase, Poll
 from privpoll.core.results import expected_margin
-from privpoll.service import polls
-from privpoll.service.errors import ApiError
+from privpoll.service import erase, polls, reissue
+from privpoll.service import invitations as mailing
+from privpoll.service.errors import PAGE_WORDS, ApiError
 from privpoll.service.ratelimit import retry_after
 from privpoll.web.chart import bar_chart
 from privpoll.web.context import client_address, services
@@ -129,10 +130,10 @@ def _slow_down(wait: float) -> tuple[str, int, dict[str, str]]:
 
 @pages.errorhandler(HTTPException)
 def _http_error(error: HTTPException) -> tuple[str, int]:
-    message = error.description or ""
+    title, message = PAGE_WORDS.get(error.code or 500, (error.name, error.description or ""))
     if error.code == 413:
         message = "What you sent is too large (at most 8 MB)."
-    return error_page(error.code or 500, error.name, message)
+    return error_page(error.code or 500, title, message)
 
 
 def admin_page(view: Callable[P, R]) -> Callable[P, R | WebResponse]:
@@ -185,7 +186,8 @@ def signin() -> WebResponse | tuple[str, int] | tuple[str, int, dict[str, str]]:
             "signin.html",
             400,
             next=target,
-            problem="That is not the admin token. `privpoll up` prints it when it starts.",
+            problem="That is not the admin token. The command privpoll up prints it when it "
+            "starts.",
         )
     session.clear()
     session.permanent = True
@@ -204,7 +206,7 @@ def signout() -> WebResponse:
 @admin_page
 def poll_list() -> tuple[str, int]:
     rows = [(poll, len(polls.voted(services(), poll))) for poll in polls.all_polls(services())]
-    return page("polls.html", rows=rows)
+    return page("polls.html", rows=rows, notice=session.pop("notice", None))
 
 
 def _form_page(form: PollForm, status: int = 200) -> tuple[str, int]:
@@ -273,7 +275,9 @@ def create_poll() -> WebResponse | tuple[str, int]:
                 continue
             key = "name" if error.code == "poll_exists" else "form"
             return _form_page(form.with_problems({key: [error.message]}), error.status)
-        return redirect(url_for("pages.poll_page", name=poll.name), 303)
+        merged = form.repeated_voters()
+        target = url_for("pages.poll_page", name=poll.name, merged=merged or None)
+        return redirect(target, 303)
     return _form_page(
         form.with_problems({"name": ["every name made from this title is taken: type one"]}), 409
     )
@@ -288,13 +292,14 @@ def _schedule(poll: Poll) -> dict[str, Any]:
 
 @pages.get("/polls/<name>")
 @admin_page
-def poll_page(name: str) -> tuple[str, int]:
+def poll_page(name: str, delete_problem: str = "", status: int = 200) -> tuple[str, int]:
     poll = polls.stored_poll(services(), name)
     voters = polls.voter_ids(services(), poll)
     voted = polls.voted(services(), poll)
     waiting = [voter for voter in voters if voter not in voted]
     return page(
         "poll.html",
+        status,
         poll=poll,
         phase=poll.phase(),
         schedule=_schedule(poll),
@@ -305,7 +310,75 @@ def poll_page(name: str) -> tuple[str, int]:
         waiting=waiting,
         stored=polls.turnout(services(), poll),
         Phase=Phase,
+        merged=request.args.get("merged", 0, type=int),
+        reissued=request.args.get("reissued", ""),
+        delete_problem=delete_problem,
+        mail=mailing.progress(services(), name),
+        mail_notice=session.pop("mail_notice", None),
+        skipped_ids=sum(1 for voter in voters if not mailing.is_address(voter)),
     )
+
+
+@pages.post("/polls/<name>/invitations/send")
+@admin_page
+def send_invitations(name: str) -> WebResponse:
+    try:
+        found = mailing.send_invitations(
+            services(), name, again=request.form.get("again") == "true"
+        )
+    except ApiError as error:
+        if error.status == 404:
+            raise
+        session["mail_notice"] = error.message[:1].upper() + error.message[1:] + "."
+    else:
+        done = f"{found.queued} {'invitation is' if found.queued == 1 else 'invitations are'}"
+        session["mail_notice"] = (
+            f"{done} on the way"
+            + (f"; {found.already} had theirs already" if found.already else "")
+            + (f"; {len(found.skipped)} ids are not addresses" if found.skipped else "")
+            + "."
+        )
+    return redirect(url_for("pages.poll_page", name=name, _anchor="mail"), 303)
+
+
+@pages.post("/polls/<name>/reminders")
+@admin_page
+def send_reminders(name: str) -> WebResponse:
+    try:
+        queued = mailing.send_reminders(services(), name)
+    except ApiError as error:
+        if error.status == 404:
+            raise
+        session["mail_notice"] = error.message[:1].upper() + error.message[1:] + "."
+    else:
+        session["mail_notice"] = (
+            f"{queued} {'reminder is' if queued == 1 else 'reminders are'} on the way."
+        )
+    return redirect(url_for("pages.poll_page", name=name, _anchor="mail"), 303)
+
+
+@pages.get("/polls/<name>/mail.json")
+@admin_page
+def mail_json(name: str) -> WebResponse:
+    return jsonify(mailing.progress(services(), name))
+
+
+@pages.post("/polls/<name>/reissue")
+@admin_page
+def reissue_link(name: str) -> WebResponse:
+    voter = request.form.get("voter", "")
+    reissue.reissue(services(), name, voter)
+    target = url_for("pages.poll_page", name=name, reissued=voter, _anchor="invitations")
+    return redirect(target, 303)
+
+
+@pages.post("/polls/<name>/delete")
+@admin_page
+def delete_poll(name: str) -> WebResponse | tuple[str, int]:
+    if request.form.get("confirm", "").strip() != name:
+        return poll_page(name, f"Type {name} exactly: nothing was deleted.", 400)
+    session["notice"] = erase.delete_poll(services(), name).describe().capitalize() + "."
+    return redirect(url_for("pages.poll_list"), 303)
 
 
 @pages.get("/polls/<name>/turnout.json")
@@ -381,8 +454,7 @@ def results_page(name: str) -> tuple[str, int]:
     n, stored = votes["total"], votes["storedBallots"]
     p = poll.rules.replacement_probability()
     margin = expected_margin(n, len(poll.rules.choices), (stored - n) / n, p) if n else 0.0
-    accepted = polls.accepted_voters(services(), poll)
-    unwritten = max(accepted - votes["uniqueVoters"], 0) if accepted is not None else 0
+    unwritten = found.get("pending") or 0
     return page(
         "results.html",
         poll=poll,
@@ -405,10 +477,19 @@ def results_json(name: str) -> WebResponse:
 @pages.get("/polls/<name>/results.csv")
 def results_csv(name: str) -> WebResponse:
     poll, found = _results(name)
-    rows = [["choice", "estimate", "ci95_low", "ci95_high", "stored_ballots"]]
+    rows = [["choice", "estimate", "ci95_low", "ci95_high", "stored_ballots", "raw_estimate"]]
     for row in found["choices"]:
         lo, hi = row["ci95"]
-        rows.append([row["choice"], str(row["estimate"]), str(lo), str(hi), str(row["stored"])])
+        rows.append(
+            [
+                row["choice"],
+                str(row["estimate"]),
+                str(lo),
+                str(hi),
+                str(row["stored"]),
+                str(row["rawEstimate"]),
+            ]
+        )
     return _csv(rows, f"{poll.name}-results.csv")
 
 
@@ -505,10 +586,21 @@ def cast(name: str) -> Any:
                 503,
             )
         return _ballot_problem(error, name)
+    # The thank-you page is for whoever voted from this browser: the session remembers the
+    # poll's name (never the voter, never the choice).
+    voted_in = [p for p in session.get("voted_in", []) if isinstance(p, str)][-20:]
+    session["voted_in"] = [*voted_in, name] if name not in voted_in else voted_in
     return redirect(url_for("pages.voted", name=name), 303)
 
 
 @pages.get("/vote/<name>/done")
 def voted(name: str) -> tuple[str, int]:
+    if name not in session.get("voted_in", []):
+        return error_page(
+            404,
+            "No vote from this browser",
+            "This page thanks voters after they vote, and no vote in this poll was sent from "
+            "this browser. To vote, open the invitation link you received.",
+        )
     poll = polls.stored_poll(services(), name)
     return page("voted.html", poll=poll, results_open=_results_open(poll))

@@ -13,10 +13,12 @@
   function expectedMargin(voters, choices, fakeMean, p) {
     if (voters <= 0 || choices < 1) return 0;
     const m = choices, n = voters, w = 1 / m, c = n / m, fakes = n * fakeMean;
-    const a = 1 - p + p / m, b = p / m;
-    const variance =
-      (fakes * w * (1 - w) + c * a * (1 - a) + (n - c) * b * (1 - b)) / ((1 - p) * (1 - p));
-    return Z95 * Math.sqrt(variance);
+    const a = 1 - p + p / m, b = p / m, step = 0.5 / (1 - p);
+    const variance = (k) =>
+      (fakes * w * (1 - w) + k * a * (1 - a) + (n - k) * b * (1 - b)) / ((1 - p) * (1 - p));
+    const half = Z95 * Math.sqrt(variance(c)) + step;
+    const lo = Math.max(c - half, 0), hi = Math.min(c + half, n);
+    return Z95 * Math.sqrt(Math.max(variance(lo), variance(hi))) + step;
   }
 
   const HEADERS = ["voter", "voters", "voter id", "voter_id", "voterid", "id", "email", "e-mail"];
@@ -99,6 +101,36 @@
       setTimeout(refresh, 5000);
     }
     setTimeout(refresh, 5000);
+  }
+
+  // While e-mail is going out, the poll page's counts follow it; once all is out, one reload
+  // shows the final counts and any address that failed.
+  function setUpMailProgress() {
+    const section = document.getElementById("mail");
+    if (!section || section.dataset.busy !== "true") return;
+    async function refresh() {
+      try {
+        const response = await fetch(section.dataset.mailUrl, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const found = await response.json();
+        for (const kind of ["invitations", "reminders"]) {
+          const line = section.querySelector('[data-mail="' + kind + '"]');
+          if (!line) continue;
+          const m = found[kind];
+          line.querySelector('[data-count="sent"]').textContent = String(m.sent);
+          line.querySelector('[data-count="waiting"]').textContent = String(m.queued + m.sending);
+          line.querySelector('[data-count="failed"]').textContent = String(m.failed);
+        }
+        if (found.invitations.done && found.reminders.done) {
+          window.location.reload();
+          return;
+        }
+      } catch (error) {
+        return;
+      }
+      setTimeout(refresh, 1500);
+    }
+    setTimeout(refresh, 1500);
   }
 
   function setUpPollForm() {
@@ -233,10 +265,36 @@
       if (p) {
         const epsilon = Math.log(1 + (choices * (1 - p)) / p);
         out("epsilon").textContent =
-          epsilon.toFixed(2) + ": each choice is replaced by a random one with probability " +
-          Math.round(p * 100) + "%";
+          epsilon.toFixed(2) + ": a vote is swapped for a random choice " +
+          Math.round(p * 100) + " times in 100 (with " + choices + " choices; with more " +
+          "choices it is swapped more often, so that the protection stays the same)";
+        const odds = Math.exp(epsilon);
+        out("thief").textContent =
+          "If someone stole the database, the best they could say about one voter is " +
+          "\u201cprobably this choice\u201d, and they would be right at most " +
+          Math.round((100 * odds) / (odds + choices - 1)) + " times in 100, never certain " +
+          "(a blind guess among " + choices + " choices is right " +
+          Math.round(100 / choices) + " times in 100).";
       } else {
         out("epsilon").textContent = "off";
+        out("thief").textContent =
+          "If someone stole the database, the best they could say about one voter is which " +
+          "few stored ballots might be theirs: fake ballots hide the real one, but without " +
+          "randomized response nothing limits how lucky a guess can be. Medium and High " +
+          "privacy add that limit.";
+      }
+      const warning = out("warning");
+      const margin = mean !== null && p !== null && voters ? expectedMargin(voters, choices, mean, p) : 0;
+      if (margin > voters / choices) {
+        warning.textContent =
+          "The expected error (\u00b1 " + margin.toFixed(1) + " votes) is larger than one " +
+          "choice's even share of " + voters + " voters (" + (voters / choices).toFixed(1) +
+          " votes): the results could not tell the choices apart. Add voters, or choose Low " +
+          "privacy for less noise.";
+        warning.hidden = false;
+      } else {
+        warning.hidden = true;
+        warning.textContent = "";
       }
     }
 
@@ -253,6 +311,7 @@
     setUpCopyButtons();
     setUpLocalTimes();
     setUpTurnout();
+    setUpMailProgress();
     setUpPollForm();
   });
 })();
