@@ -84,10 +84,14 @@ def parse_new_poll(body: Any, *, strict: bool = False) -> NewPoll:
 
 
 def _on_queue(svc: Services, work: Callable[[JetStream], Awaitable[T]]) -> T:
-    """Run a step of the poll's life on this worker's NATS loop (which holds its connection)."""
+    """Run a step of the poll's life on this worker's NATS loop (which holds its connection);
+    a poll it returns is what this worker's registry cache holds from then on."""
 
     async def step() -> T:
-        return await work(await svc.box.jetstream())
+        done = await work(await svc.box.jetstream())
+        if isinstance(done, Poll):
+            svc.box.remember(done)
+        return done
 
     return svc.box.call(step())
 
@@ -104,7 +108,6 @@ def create_poll(svc: Services, new: NewPoll) -> Poll:
             )
     except QueueDown as error:
         raise queue_down() from error
-    svc.box.remember(stored)
     if stored.uid != poll.uid:
         raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
     return stored
@@ -148,7 +151,6 @@ def close_poll(svc: Services, name: str) -> Poll:
         raise queue_down() from error
     if closed is None:
         raise not_found(name)
-    svc.box.remember(closed)
     return closed
 
 
