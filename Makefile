@@ -9,7 +9,7 @@ export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
 .PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl \
-	podman image images containers clean
+	podman image images containers tools clean
 
 install: $(STAMP)
 
@@ -108,7 +108,15 @@ images: podman
 containers: install podman
 	$(BIN)/pytest -q -ra tests/containers
 
-test: lint typecheck chromium openssl podman
+# What the tests run that is built here: etcd, kube-apiserver and kubectl, helm (from their Go
+# modules) and the three images. Built, or found in the cache, before pytest starts, so that
+# no test's time limit has to cover a cold build.
+tools: install openssl podman
+	tests/controlplane/build.sh >/dev/null
+	tests/helm/build.sh >/dev/null
+	PYTHON=$(IMAGE_PYTHON) images/build.sh all
+
+test: lint typecheck chromium tools
 	$(BIN)/pytest -q -ra tests
 
 clean:
