@@ -66,6 +66,7 @@ def test_a_token_is_refused_unless_whole_and_exact() -> None:
         alice.upper(),
         alice[1:] + alice[0],
         "é" + alice[1:],  # non-ASCII is compared as bytes, and refused
+        alice[:-1] + "\ud800",  # no text at all (a lone surrogate): refused, not an error
     ]
     for token in refused:
         assert not tokens.is_valid(KNOWN_SECRET, KNOWN_POLL, "alice", token), token
