@@ -52,7 +52,10 @@ TESTS = [
     "tests/unit/test_envelope.py",
     "tests/unit/test_results.py",
     "tests/unit/test_margin.py",
+    "tests/unit/test_remix.py",
     "tests/integration/test_storage.py",
+    "tests/integration/test_remix.py",
+    "tests/integration/test_sink_mixing.py",
     "tests/integration/test_reservation.py",
 ]
 
