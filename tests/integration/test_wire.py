@@ -16,7 +16,7 @@ from privpoll import messaging
 from privpoll.embedded import NatsServer
 from privpoll.puller import Puller
 from privpoll.wire import Connection, Delivery, Refused
-from tests.e2e.controlplane import need
+from tests.environment import need
 from tests.integration.waiting import acks_reached, eventually
 
 T = TypeVar("T")
