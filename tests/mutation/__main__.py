@@ -13,27 +13,41 @@ dropped...) and runs the tests that reach that code: a mutant that no test notic
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+from privpoll.embedded import PostgresServer
+from tests.integration.conftest import RUNNING_POSTGRES
+
 ROOT = Path(__file__).resolve().parents[2]
 STAGE = ROOT / "build" / "mutate"
 SUMMARY = ROOT / "docs" / "mutation.json"
 
 # What is mutated: the privacy- and integrity-critical code, by mutant name (module, then
-# function or class method). In sinks.py and ballot_box.py only the mixing rule and the
-# reservation: the rest is NATS plumbing that the fault suite covers.
+# function or class method). In storage.py the vote tables' writes, the transaction helper and
+# the tallies (not the poll rows' bookkeeping); in remix.py all but the Watcher's loop; in
+# sinks.py and ballot_box.py only the mixing rule and the reservation: the rest is NATS and
+# process plumbing that the pipeline and fault suites cover through ``privpoll up``.
 MUTANTS = [
     "privpoll.tokens.*",
     "privpoll.noise.*",
     "privpoll.envelope.*",
     "privpoll.results.*",
-    "privpoll.storage.*",
-    "privpoll.remix.*",
+    "privpoll.storage.x_run_transaction*",
+    "privpoll.storage.x__write*",
+    "privpoll.storage.x__copy_*",
+    "privpoll.storage.x_write_*",
+    "privpoll.storage.x_tally*",
+    "privpoll.storage.x_voted*",
+    "privpoll.remix.x_*",
+    "privpoll.remix.xǁRemixedǁ*",
     "privpoll.sinks.xǁBatchǁ*",
     "privpoll.sinks.xǁPollSinkǁcapacity*",
     "privpoll.sinks.xǁPollSinkǁ_due*",
@@ -41,6 +55,8 @@ MUTANTS = [
     "privpoll.sinks.xǁPollSinkǁ_consume*",
     "privpoll.ballot_box.xǁBallotBoxǁ_reserve*",
     "privpoll.ballot_box.xǁBallotBoxǁcast*",
+    "privpoll.ballot_box.xǁBallotBoxǁ_kv_write*",
+    "privpoll.ballot_box.xǁBallotBoxǁ_release*",
 ]
 FILES = ["tokens", "noise", "envelope", "results", "storage", "remix", "sinks", "ballot_box"]
 # The tests that run against the mutants: the pure core's, and the fast integration tests
@@ -88,8 +104,40 @@ def stage() -> None:
     (STAGE / "pyproject.toml").write_text(CONFIG)
 
 
-def summarize() -> dict[str, object]:
-    """Every mutant's verdict, and the survivors by name (``mutmut show NAME`` in STAGE)."""
+# A survivor whose only change is the case of SQL outside quoted literals: SQL keywords and
+# unquoted names ignore case, so the statement is the same one (mutmut changes the case of
+# every string it finds).
+SQL = re.compile(r"\b(select|insert|update|delete|vacuum|copy|from|where|returning)\b", re.I)
+QUOTED = re.compile(r"'[^']*'")
+
+
+def sql_case_only(before: str, after: str) -> bool:
+    return (
+        before != after
+        and before.lower() == after.lower()
+        and QUOTED.findall(before) == QUOTED.findall(after)
+        and SQL.search(before) is not None
+    )
+
+
+def change(name: str) -> tuple[str, str]:
+    """The lines a mutant removes and adds, from ``mutmut show``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mutmut", "show", name],
+        cwd=STAGE,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = done.stdout.splitlines()
+    removed = "\n".join(x[1:] for x in lines if x.startswith("-") and not x.startswith("---"))
+    added = "\n".join(x[1:] for x in lines if x.startswith("+") and not x.startswith("+++"))
+    return removed, added
+
+
+def summarize(globs: list[str]) -> dict[str, object]:
+    """The verdict of every mutant the run was asked for; each one not caught with its
+    change, and marked equivalent when it is a case change of SQL."""
     done = subprocess.run(
         [sys.executable, "-m", "mutmut", "results", "--all", "true"],
         cwd=STAGE,
@@ -100,31 +148,46 @@ def summarize() -> dict[str, object]:
     verdicts: dict[str, str] = {}
     for line in done.stdout.splitlines():
         name, _, status = line.strip().rpartition(": ")
-        if name:
+        if name and any(fnmatch.fnmatchcase(name, g) for g in globs):
             verdicts[name] = status
     by_module: dict[str, Counter[str]] = {}
-    for name, status in verdicts.items():
+    left: dict[str, dict[str, str]] = {}
+    for name, status in sorted(verdicts.items()):
         module = name.split(".")[1]
+        if status in ("survived", "no tests", "suspicious"):
+            removed, added = change(name)
+            if sql_case_only(removed, added):
+                status = "equivalent (case of SQL)"
+            else:
+                left[name] = {"verdict": status, "removed": removed, "added": added}
         by_module.setdefault(module, Counter())[status] += 1
     return {
         "tool": "mutmut",
         "mutants": len(verdicts),
-        "verdicts": dict(Counter(verdicts.values())),
+        "verdicts": dict(Counter(v for c in by_module.values() for v in c.elements())),
         "by_module": {m: dict(c) for m, c in sorted(by_module.items())},
-        "survived": sorted(n for n, s in verdicts.items() if s != "killed"),
+        "left": left,
     }
 
 
 def main(globs: list[str]) -> int:
     stage()
-    run = subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *(globs or MUTANTS)],
-        cwd=STAGE,
-        check=False,
-    )
-    summary = summarize()
+    # One PostgreSQL for every test run (each mutant's is a new pytest session, which would
+    # otherwise make and start a cluster of its own).
+    server = PostgresServer(STAGE / "postgres")
+    server.start()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "mutmut", "run", "--max-children", "2", *(globs or MUTANTS)],
+            cwd=STAGE,
+            env={**os.environ, RUNNING_POSTGRES: str(server.data_dir)},
+            check=False,
+        )
+    finally:
+        server.stop()
+    summary = summarize(globs or MUTANTS)
     SUMMARY.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(json.dumps({k: v for k, v in summary.items() if k != "survived"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "left"}, indent=2))
     return run.returncode
 
 
