@@ -252,3 +252,21 @@ def test_everything_restarted(system: System) -> None:
     system.start()
     load.retry_refused()
     verify(system, witness, "restart", load, "everything killed and restarted")
+
+
+def test_what_a_voter_would_complain_about() -> None:
+    """The judge of every scenario above (no server needed)."""
+    fine = [
+        Answer(202, None, 0.1),
+        Answer(409, None, 0.1),
+        Answer(503, "5", ANSWER_WITHIN),
+        Answer("ReadError", None, 1.0),
+    ]
+    assert [a.problem(CUT) for a in fine] == [None] * len(fine)
+    assert Answer("ReadError", None, 1.0).problem(frozenset()) == "ReadError (not expected here)"
+    assert Answer("ReadTimeout", None, 30.0).problem(CUT) == "answered after 30.0 s"
+    assert Answer("ReadTimeout", None, 1.0).problem(CUT) == "ReadTimeout (not expected here)"
+    assert Answer(503, None, 0.1).problem(CUT) == "503 without a Retry-After of whole seconds"
+    assert Answer(503, "soon", 0.1).problem(CUT) == "503 without a Retry-After of whole seconds"
+    assert Answer(500, None, 0.1).problem(CUT) == "HTTP 500"
+    assert Answer(202, None, ANSWER_WITHIN + 1).problem(CUT) == "answered after 16.0 s"
