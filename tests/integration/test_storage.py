@@ -138,3 +138,22 @@ def test_a_batch_lands_on_disk_in_an_order_unrelated_to_its_arrival(
             assert sorted(arrived) == [float(i) for i in range(400 - n, 400)]
             rho, limit = disk_order_of(arrived)
             assert abs(rho) < limit, f"{table}: rank correlation {rho:.2f} with arrival"
+
+
+def test_tally_counts_votes_voters_and_ballots_of_one_poll(postgres: PostgresServer) -> None:
+    """What the results are computed from: n actor rows, u distinct voters, N_j per choice;
+    another poll's rows never count."""
+    poll, other = uuid.uuid4(), uuid.uuid4()
+    with storage.connect(postgres.dsn) as conn:
+        storage.migrate(conn)
+        assert storage.tally(conn, poll) == (0, 0, {})
+        assert storage.voted(conn, poll) == set()
+        voters = ["alice", "bob", "alice", "carol"]
+        storage.write_actors(conn, poll, [(uuid.uuid4(), v) for v in voters])
+        storage.write_ballots(
+            conn, poll, [(uuid.uuid4(), c) for c in ["pizza"] * 5 + ["sushi"] * 2 + ["tacos"]]
+        )
+        storage.write_actors(conn, other, [(uuid.uuid4(), "dave")])
+        storage.write_ballots(conn, other, [(uuid.uuid4(), "pizza")])
+        assert storage.tally(conn, poll) == (4, 3, {"pizza": 5, "sushi": 2, "tacos": 1})
+        assert storage.voted(conn, poll) == {"alice", "bob", "carol"}
