@@ -3,6 +3,7 @@ order it leaves on disk, and the purge of the old row versions (DESIGN.md invari
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -94,8 +95,9 @@ def test_rewrite_gives_fresh_ids_one_commit_and_an_order_unrelated_to_the_old_on
 
 
 def test_remix_purges_the_old_versions_unless_a_snapshot_still_sees_them(
-    conn: psycopg.Connection[Any], dsn: str
+    conn: psycopg.Connection[Any], dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="privpoll.remix")
     poll = stored_poll(conn, "purge")
     vote_rows(conn, poll.uid)
     with psycopg.connect(dsn) as holder:
@@ -114,3 +116,8 @@ def test_remix_purges_the_old_versions_unless_a_snapshot_still_sees_them(
     again = remix.remix(conn, poll)
     assert again == remix.Remixed("purge", VOTES, 2 * VOTES, "vacuumed")
     assert remix.progress(conn)["purge"] == (True, True)
+    # What an operator reads in the re-mixer's log: counts only, never a voter or a choice.
+    assert [r.getMessage() for r in caplog.records if r.name == "privpoll.remix"] == [
+        f"poll purge remixed ({VOTES} votes, {2 * VOTES} ballots); old versions pending",
+        f"poll purge remixed ({VOTES} votes, {2 * VOTES} ballots); old versions vacuumed",
+    ]

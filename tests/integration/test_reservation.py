@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
@@ -120,6 +121,37 @@ def cast(box: BallotBox, poll: Poll, voter: str) -> None:
     run(box, box.cast(poll, voter, "pizza"))
 
 
+def cast_watched(box: BallotBox, poll: Poll, voter: str) -> list[bytes | None]:
+    """Cast alice's vote, and return every value her reservation took meanwhile (None: a
+    deletion), the value it had before included: what another attempt would have read."""
+
+    async def watch() -> list[bytes | None]:
+        watcher = await (await bucket(box, poll)).watch(key(poll, voter))
+        seen: list[bytes | None] = []
+        voting = asyncio.ensure_future(box.cast(poll, voter, "pizza"))
+        deadline = time.monotonic() + 10
+        try:
+            while b"queued" not in seen and time.monotonic() < deadline:
+                try:
+                    entry = await watcher.updates(timeout=1)  # type: ignore[no-untyped-call]
+                except NatsTimeout:
+                    continue
+                if entry is not None:
+                    seen.append(entry.value if entry.operation is None else None)
+            await voting
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return seen
+
+    return run(box, watch())
+
+
+def pending_now(value: bytes | None) -> bool:
+    """A reservation's value while its attempt publishes: "pending <unix time>", now."""
+    state, _, since = (value or b"").partition(b" ")
+    return state == b"pending" and abs(time.time() - float(since)) < 10
+
+
 def long_ago() -> bytes:
     return b"pending %.3f" % (time.time() - 3600)
 
@@ -130,9 +162,11 @@ def just_now() -> bytes:
 
 def test_no_reservation_a_first_vote_reserves_publishes_and_marks_queued(box: BallotBox) -> None:
     poll = make_poll(box, "first")
-    cast(box, poll, "alice")
+    seen = cast_watched(box, poll, "alice")
+    assert len(seen) == 2, seen
+    assert pending_now(seen[0]), seen
+    assert seen[1] == b"queued"
     assert envelopes(box, poll) == 1
-    eventually_value(box, poll, "alice", b"queued")
 
 
 def test_queued_the_voter_is_refused_and_nothing_is_published(box: BallotBox) -> None:
@@ -234,10 +268,13 @@ def test_pending_then_queued_the_waiting_retry_is_refused(box: BallotBox) -> Non
 
 def test_pending_orphaned_by_a_dead_process_the_retry_takes_it_over(box: BallotBox) -> None:
     poll = make_poll(box, "orphaned")
-    put(box, poll, "alice", long_ago())
-    cast(box, poll, "alice")
+    orphan = long_ago()
+    put(box, poll, "alice", orphan)
+    seen = cast_watched(box, poll, "alice")
+    assert seen[0] == orphan
+    assert pending_now(seen[1]), seen
+    assert seen[2:] == [b"queued"]
     assert envelopes(box, poll) == 1
-    eventually_value(box, poll, "alice", b"queued")
     with pytest.raises(AlreadyVoted):
         cast(box, poll, "alice")
     assert envelopes(box, poll) == 1
@@ -269,9 +306,11 @@ def test_released_after_a_failed_publish_the_voter_can_vote(box: BallotBox) -> N
     poll = make_poll(box, "deleted")
     put(box, poll, "alice", just_now())
     run(box, _delete(box, poll, "alice"))
-    cast(box, poll, "alice")
+    seen = cast_watched(box, poll, "alice")
+    assert seen[0] is None
+    assert pending_now(seen[1]), seen
+    assert seen[2:] == [b"queued"]
     assert envelopes(box, poll) == 1
-    eventually_value(box, poll, "alice", b"queued")
 
 
 async def _delete(box: BallotBox, poll: Poll, voter: str) -> None:
