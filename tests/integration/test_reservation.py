@@ -22,7 +22,7 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from privpoll import messaging, provision, tokens
-from privpoll.ballot_box import AlreadyVoted, BallotBox, QueueDown
+from privpoll.ballot_box import AlreadyVoted, BallotBox, PollClosed, QueueDown
 from privpoll.embedded import NatsServer
 from privpoll.envelope import Envelope, seal
 from privpoll.noise import Noise
@@ -167,6 +167,16 @@ def test_no_reservation_a_first_vote_reserves_publishes_and_marks_queued(box: Ba
     assert pending_now(seen[0]), seen
     assert seen[1] == b"queued"
     assert envelopes(box, poll) == 1
+
+    async def first_message() -> tuple[Envelope, str]:
+        js = await box.jetstream()
+        message = await js.get_msg(messaging.stream(poll.name), 1)
+        return Envelope.decode(message.data or b""), (message.headers or {})["Nats-Msg-Id"]
+
+    envelope, message_id = run(box, first_message())
+    assert envelope.actor.voter == "alice"
+    assert "pizza" in [b.choice for b in envelope.ballots]
+    assert message_id == key(poll, "alice"), "a retry of this vote is dropped as a duplicate"
 
 
 def test_queued_the_voter_is_refused_and_nothing_is_published(box: BallotBox) -> None:
@@ -336,6 +346,24 @@ def test_a_publish_that_fails_releases_the_reservation(box: BallotBox) -> None:
     run(box, restore())
     cast(box, poll, "alice")
     assert envelopes(box, poll) == 1
+
+
+def test_a_vote_racing_the_close_is_told_so_and_leaves_no_reservation(box: BallotBox) -> None:
+    """The ingest still holds the poll as open (its copy is less than a second old) when
+    the close switches the stream off the vote subject: 410 (PollClosed), not 503, and
+    nothing of the attempt is left."""
+    poll = make_poll(box, "closing")
+    assert run(box, box.poll("closing")) == poll
+
+    async def close() -> None:
+        closed = poll.model_copy(update={"closed": True})
+        await provision.provision_queue(await box.jetstream(), closed)
+
+    run(box, close())
+    with pytest.raises(PollClosed):
+        cast(box, poll, "alice")
+    eventually_value(box, poll, "alice", None)
+    assert envelopes(box, poll) == 0
 
 
 def test_detect_mode_reserves_nothing_and_takes_every_vote(box: BallotBox) -> None:
