@@ -28,7 +28,7 @@ from privpoll.registry import Registry
 from privpoll.sinks import PollSink
 from privpoll.spec import PollSpec
 from privpoll.wire import Connection
-from tests.integration.conftest import CHOICES
+from tests.integration.conftest import CHOICES, fresh_database
 from tests.ordering import INDEPENDENT, pooled
 
 MIN_BATCH = 10
@@ -162,13 +162,15 @@ async def scenario(run: Run) -> None:
 def test_every_commit_of_both_sinks_holds_at_least_min_batch_envelopes(
     nats: NatsServer, postgres: PostgresServer
 ) -> None:
-    run = Run(nats, postgres.dsn)
+    # A database of its own: the poll's name is fixed, and the first poll of a name keeps it.
+    dsn = fresh_database(postgres, "mixing")
+    run = Run(nats, dsn)
     asyncio.run(scenario(run))
 
     envelope_of = {str(b.id): i for i, e in enumerate(run.sent) for b in e.ballots}
     position = {str(b.id): (i, j) for i, e in enumerate(run.sent) for j, b in enumerate(e.ballots)}
     entry_of = {str(e.actor.entry): i for i, e in enumerate(run.sent)}
-    with storage.connect(postgres.dsn) as conn:
+    with storage.connect(dsn) as conn:
         actors = groups(conn, "actors", run.poll.uid)
         ballots = groups(conn, "ballots", run.poll.uid)
 
