@@ -8,7 +8,9 @@ dropped...) and runs the tests that reach that code: a mutant that no test notic
 ``build/mutate/mutants`` and a summary in ``docs/mutation.json``.
 
 ``python -m tests.mutation [GLOB ...]`` runs only the mutants whose names match (e.g.
-``'privpoll.tokens.*'``); with none, every mutant of the modules below.
+``'privpoll.tokens.*'``); with none, every mutant of the modules below. A second run keeps
+the verdicts of the mutants caught before and tries the others again (``rm -rf build/mutate``
+starts afresh).
 """
 
 from __future__ import annotations
@@ -104,6 +106,23 @@ def stage() -> None:
     (STAGE / "pyproject.toml").write_text(CONFIG)
 
 
+# mutmut's exit codes of a mutant the tests caught (failed, or ran out of time).
+CAUGHT = {1, 3, 24, -24, 36, 152, 255}
+
+
+def recheck(globs: list[str]) -> None:
+    """Forget the verdict of every selected mutant the tests did not catch, so that this run
+    tries it against the tests as they are now (the caught ones stay caught while their
+    function is unchanged; mutmut itself redoes a changed function's)."""
+    for meta in (STAGE / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if code not in CAUGHT and any(fnmatch.fnmatchcase(name, g) for g in globs):
+                codes[name] = None
+        meta.write_text(json.dumps(data))
+
+
 # A survivor whose only change is the case of SQL outside quoted literals: SQL keywords and
 # unquoted names ignore case, so the statement is the same one (mutmut changes the case of
 # every string it finds).
@@ -172,6 +191,7 @@ def summarize(globs: list[str]) -> dict[str, object]:
 
 def main(globs: list[str]) -> int:
     stage()
+    recheck(globs or MUTANTS)
     # One PostgreSQL for every test run (each mutant's is a new pytest session, which would
     # otherwise make and start a cluster of its own).
     server = PostgresServer(STAGE / "postgres")
