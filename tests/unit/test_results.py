@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from privpoll.core.noise import Noise
-from privpoll.core.results import estimate
+from privpoll.core.results import estimate, summarize
 from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
@@ -80,3 +80,91 @@ def test_interval_stays_within_possible_counts() -> None:
     found = estimate({"pizza": 10, "sushi": 0, "tacos": 0}, CHOICES, [1 / 3] * 3, 5)
     for row in found:
         assert 0 <= row.ci95[0] <= row.ci95[1] <= 5
+
+
+# Known answers: every number below was derived by hand from DESIGN.md's formulas, never by
+# running privpoll, and is written as a literal. Z = 1.959963984540054 (two-sided 95%).
+#     c_j = (N_j - F w_j - p n / m) / (1 - p),                      F = T - n (at least 0)
+#     s_j^2 = (F w_j (1 - w_j) + c' a (1 - a) + (n - c') b (1 - b)) / (1 - p)^2
+#     a = 1 - p + p/m, b = p/m, c' = c_j clipped to [0, n]; interval c_j -+ Z s_j, in [0, n]
+
+
+def test_known_answer_uniform_fakes_with_a_choice_nobody_and_one_everybody_picked() -> None:
+    """n = 6 voters all picked pizza; F = 18 - 6 = 12 fakes, w = 1/3 each, p = 0.
+
+    c = (10 - 4, 4 - 4, 4 - 4) = (6, 0, 0). With p = 0, a(1 - a) = b(1 - b) = 0:
+    s^2 = 12 (1/3)(2/3) = 8/3, s = 1.6329931618554521, Z s = 3.2006077842368734.
+    pizza: 6 -+ 3.2006 -> [2.80, 6.0] (6 is all voters); sushi, tacos: [0.0, 3.2].
+    """
+    found = estimate({"pizza": 10, "sushi": 4, "tacos": 4}, CHOICES, [1 / 3] * 3, 6)
+    assert [(r.choice, r.stored, r.estimate, r.ci95) for r in found] == [
+        ("pizza", 10, 6.0, (2.8, 6.0)),
+        ("sushi", 4, 0.0, (0.0, 3.2)),
+        ("tacos", 4, 0.0, (0.0, 3.2)),
+    ]
+
+
+def test_known_answer_weighted_fakes() -> None:
+    """Weights w = (1/2, 1/4, 1/4), n = 4 voters all picked sushi, F = 12 - 4 = 8.
+
+    F w = (4, 2, 2), so c = (4 - 4, 6 - 2, 2 - 2) = (0, 4, 0).
+    s^2 = F w (1 - w) = (2, 1.5, 1.5): Z s = (2.771807648699356, 2.400455838177655, same).
+    pizza [0, 2.77]; sushi 4 -+ 2.4005 -> [1.60, 4] (at most n); tacos [0, 2.40].
+    """
+    found = estimate({"pizza": 4, "sushi": 6, "tacos": 2}, CHOICES, [0.5, 0.25, 0.25], 4)
+    assert [(r.estimate, r.ci95) for r in found] == [
+        (0.0, (0.0, 2.77)),
+        (4.0, (1.6, 4.0)),
+        (0.0, (0.0, 2.4)),
+    ]
+
+
+def test_known_answer_randomized_response_where_clipping_changes_the_interval() -> None:
+    """p = 1/2, m = 3: a = 2/3, b = 1/6, a(1 - a) = 2/9, b(1 - b) = 5/36. n = 12, T = 18,
+    F = 6, w = 1/3: c_j = (N_j - 2 - 2) / (1/2) = 2 (N_j - 4).
+
+    pizza N = 3: c = -2, clipped c' = 0: s^2 = (4/3 + 0 + 12 (5/36)) / (1/4) = 12,
+      Z s = 6.78951440445703 -> [0, 4.79]. (Unclipped c' = -2 would give s^2 = 34/3 and
+      [0, 4.60]: the variance of a count cannot come from a negative count.)
+    sushi N = 11: c = 14, clipped c' = 12: s^2 = (4/3 + 12 (2/9) + 0) / (1/4) = 16,
+      Z s = 7.839855938160216 -> [6.16, 12]. (Unclipped: s^2 = 50/3, [6.00, 12].)
+    tacos N = 4: c = 0: s^2 = 12 -> [0, 6.79].
+    """
+    found = estimate({"pizza": 3, "sushi": 11, "tacos": 4}, CHOICES, [1 / 3] * 3, 12, 0.5)
+    assert [(r.estimate, r.ci95) for r in found] == [
+        (-2.0, (0.0, 4.79)),
+        (14.0, (6.16, 12.0)),
+        (0.0, (0.0, 6.79)),
+    ]
+
+
+def test_fewer_stored_ballots_than_votes_counts_no_fakes() -> None:
+    """The ballot sink behind the actor sink: T = 4 < n = 5 means F = 0, not -1.
+
+    c = N (3, 1, 0) and s = 0 (no fakes, p = 0): each interval is the point itself.
+    """
+    found = estimate({"pizza": 3, "sushi": 1}, CHOICES, [1 / 3] * 3, 5)
+    assert [(r.estimate, r.ci95) for r in found] == [
+        (3.0, (3.0, 3.0)),
+        (1.0, (1.0, 1.0)),
+        (0.0, (0.0, 0.0)),
+    ]
+
+
+def test_summary_known_answer() -> None:
+    """The results document of the randomized-response case above (probability 1/2, so
+    epsilon = ln(1 + 3 (1/2) / (1/2)) = ln 4), with 11 distinct voters among 12 votes."""
+    spec = rules({"distribution": "fixed", "count": 1}, randomizedResponse={"probability": 0.5})
+    found = summarize(spec, "Closed", 12, 11, {"pizza": 3, "sushi": 11, "tacos": 4})
+    assert found["phase"] == "Closed"
+    assert found["votes"] == {"total": 12, "uniqueVoters": 11, "storedBallots": 18, "duplicates": 1}
+    assert found["choices"] == [
+        {"choice": "pizza", "stored": 3, "estimate": -2.0, "ci95": (0.0, 4.79)},
+        {"choice": "sushi", "stored": 11, "estimate": 14.0, "ci95": (6.16, 12.0)},
+        {"choice": "tacos", "stored": 4, "estimate": 0.0, "ci95": (0.0, 6.79)},
+    ]
+    assert found["epsilon"] == pytest.approx(1.3862943611198906, abs=1e-12)
+    assert found["noise"]["randomizedResponse"] == {"probability": 0.5}
+    assert (
+        summarize(rules({"distribution": "fixed", "count": 1}), "Open", 0, 0, {})["epsilon"] is None
+    )
