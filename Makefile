@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl \
+.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report mutate chromium openssl \
 	podman image images containers tools clean
 
 install: $(STAMP)
@@ -63,6 +63,16 @@ bench: install
 privacy-report: install
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[report]'
 	$(BIN)/python -m bench.privacy_report
+
+# Mutation testing (mutmut) of the modules that keep votes private and whole: tokens, noise,
+# envelope, results, storage, remix, the sinks' mixing rule and the voter reservation, against
+# the unit tests and the fast in-process integration tests (tests/mutation). Never part of
+# make test: an hour or more on two cores. MUTANTS='privpoll.core.tokens.*' runs only some.
+# Verdicts in docs/mutation.json; the survivors and why in docs/testing.md.
+MUTANTS ?=
+mutate: install
+	$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[mutate]'
+	nice $(BIN)/python -m tests.mutation $(MUTANTS)
 
 # The browser tests (tests/e2e) drive Debian's Chromium; Playwright never downloads one.
 chromium:

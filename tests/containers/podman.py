@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from privpoll.local.embedded import free_port
-from tests.e2e.controlplane import ROOT, need
+from tests.e2e.controlplane import ROOT
+from tests.environment import need
 
 BUILD = ROOT / "images" / "build.sh"
 CONTAINERS_CONF = ROOT / "images" / "containers.conf"

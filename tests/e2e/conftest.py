@@ -6,7 +6,6 @@ installs Debian's package); it never downloads a browser of its own.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
 from privpoll.local.embedded import NatsServer, PostgresServer
+from tests.environment import need
 from tests.integration.conftest import ADMIN, System, postgres
 
 __all__ = ["ADMIN", "postgres"]
@@ -34,15 +34,13 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 def chromium_path() -> str:
     """Debian's Chromium; in CI its absence fails the run, elsewhere it skips these tests."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    message = (
-        "Chromium is not installed, so the browser tests cannot run: `make chromium` "
-        "installs Debian's package (as root; otherwise run `sudo apt-get install chromium`)"
+    need(
+        found is not None,
+        "Chromium, which the browser tests drive (`make chromium` installs Debian's package "
+        "as root; otherwise run `sudo apt-get install chromium`)",
     )
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    assert found is not None
+    return found
 
 
 # Module scope: while Playwright's sync API is active its event loop counts as running in

@@ -22,19 +22,10 @@ import httpx
 import pytest
 
 from privpoll.local.embedded import free_port
+from tests.environment import need
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tests" / "controlplane" / "build.sh"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def need(ok: bool, what: str) -> None:
-    """Skip on a developer's machine, saying why; fail loudly in CI (CI=true)."""
-    if ok:
-        return
-    if IN_CI:
-        pytest.fail(f"{what} is missing in CI; the project's own set-up must provide it")
-    pytest.skip(f"{what} is missing on this machine")
 
 
 def binaries() -> dict[str, str]:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.controlplane import ROOT, ControlPlane, need
+from tests.e2e.controlplane import ROOT, ControlPlane
+from tests.environment import need
 
 BUILD = ROOT / "tests" / "helm" / "build.sh"
 CHART = ROOT / "charts" / "privpoll"

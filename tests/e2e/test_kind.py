@@ -22,6 +22,7 @@ import pytest
 
 from tests.e2e.controlplane import ROOT
 from tests.e2e.helm import Helm, helm
+from tests.environment import cannot_run_in_ci
 
 __all__ = ["helm"]
 
@@ -81,7 +82,7 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory, helm: Helm) -> Iterator[Cluster]:
     reason = _why_not()
     if reason:
-        pytest.skip(reason)
+        cannot_run_in_ci(reason)
     name = os.environ.get("PRIVPOLL_KIND_CLUSTER", "")
     created = not name
     name = name or "privpoll-e2e"

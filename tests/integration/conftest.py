@@ -29,8 +29,16 @@ ADMIN = "integration-admin-token"
 CHOICES = ["pizza", "sushi", "tacos"]
 
 
+# A PostgreSQL already running from this folder (``make mutate`` starts one for its thousands
+# of short test runs): used as it is, never started or stopped here.
+RUNNING_POSTGRES = "PRIVPOLL_TEST_POSTGRES_DIR"
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    if running := os.environ.get(RUNNING_POSTGRES):
+        yield PostgresServer(Path(running))
+        return
     server = PostgresServer(tmp_path_factory.mktemp("postgres"))
     server.start()
     yield server

@@ -30,14 +30,49 @@ VOTES = int(os.environ.get("PRIVPOLL_CHAOS_VOTES", "240"))
 REPORT = Path(os.environ.get("PRIVPOLL_CHAOS_REPORT", "test-artifacts/chaos.json"))
 
 
+# The longest a voter may wait for an answer, whatever breaks: the ingest gives up on NATS
+# after twice the publish timeout and 5 s (9 s with the tests' PRIVPOLL_PUBLISH_TIMEOUT of 2)
+# and answers 503. A longer wait is a hang, as a voter sees it, and fails the scenario.
+ANSWER_WITHIN = 15.0
+# How a connection cut by a crash looks to a client; only scenarios that crash or stop the
+# ingest expect these. A timeout (the ingest silent) is never expected.
+CUT = frozenset({"ConnectError", "RemoteProtocolError", "ReadError", "WriteError"})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one voter saw: the HTTP status (or the name of the client's error), the
+    Retry-After header, and how long the answer took."""
+
+    status: int | str
+    retry_after: str | None
+    seconds: float
+
+    def problem(self, expected: frozenset[str]) -> str | None:
+        """Why a voter would be right to complain, if they would."""
+        if self.seconds > ANSWER_WITHIN:
+            return f"answered after {self.seconds:.1f} s"
+        if isinstance(self.status, str):
+            return None if self.status in expected else f"{self.status} (not expected here)"
+        if self.status >= 500 and self.status != 503:
+            return f"HTTP {self.status}"
+        if self.status == 503 and not (self.retry_after or "").isdigit():
+            return "503 without a Retry-After of whole seconds"
+        return None
+
+
 @dataclass
 class Load:
-    """Voters voting steadily from a few threads, each answer recorded."""
+    """Voters voting steadily from a few threads, each answer recorded as the voter saw it.
+
+    ``expected``: the connection errors the scenario's fault may cause (see CUT).
+    """
 
     system: System
     poll: str
     tokens: dict[str, str]
-    answers: dict[str, list[int | str]] = field(default_factory=dict)
+    expected: frozenset[str] = frozenset()
+    answers: dict[str, list[Answer]] = field(default_factory=dict)
     _next: Iterator[str] = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -45,14 +80,20 @@ class Load:
         self._next = iter(sorted(self.tokens))
 
     def _one(self, voter: str) -> None:
+        started = time.monotonic()
         try:
-            status: int | str = self.system.vote(
+            response = self.system.vote(
                 self.poll, voter, self.tokens[voter], CHOICES[hash(voter) % 3]
-            ).status_code
+            )
+            answer = Answer(
+                response.status_code,
+                response.headers.get("Retry-After"),
+                time.monotonic() - started,
+            )
         except httpx.HTTPError as error:
-            status = type(error).__name__
+            answer = Answer(type(error).__name__, None, time.monotonic() - started)
         with self._lock:
-            self.answers.setdefault(voter, []).append(status)
+            self.answers.setdefault(voter, []).append(answer)
 
     def run(self, threads: int = 4, pause: float = 0.01) -> None:
         def worker() -> None:
@@ -72,20 +113,35 @@ class Load:
         """Voters whose vote was not taken try again, as people would."""
         deadline = time.monotonic() + timeout
         for voter, seen in list(self.answers.items()):
-            while seen[-1] != 202:
+            while seen[-1].status != 202:
                 assert time.monotonic() < deadline, f"{voter} could not vote again: {seen}"
-                if seen[-1] == 409:  # the vote did get in before the fault
+                if seen[-1].status == 409:  # the vote did get in before the fault
                     break
                 time.sleep(0.3)
                 self._one(voter)
 
+    def statuses(self, voter: str) -> list[int | str]:
+        return [answer.status for answer in self.answers[voter]]
+
     def acknowledged(self) -> set[str]:
         """Voters told their vote is in: 202, or 409 "already voted" on a retry, when the
         first answer was lost in the crash after the vote was queued."""
-        return {v for v, seen in self.answers.items() if 202 in seen or 409 in seen}
+        return {v for v in self.answers if {202, 409} & set(self.statuses(v))}
 
     def refused(self) -> set[str]:
-        return {v for v, seen in self.answers.items() if seen[0] != 202}
+        return {v for v in self.answers if self.statuses(v)[0] != 202}
+
+    def problems(self) -> list[str]:
+        """Every answer a voter would complain about (none may be left)."""
+        return [
+            f"{voter}: {problem}"
+            for voter, seen in sorted(self.answers.items())
+            for answer in seen
+            if (problem := answer.problem(self.expected)) is not None
+        ]
+
+    def counted(self) -> Counter[int | str]:
+        return Counter(answer.status for seen in self.answers.values() for answer in seen)
 
 
 def in_background(work: Callable[[], None]) -> threading.Thread:
@@ -100,11 +156,12 @@ def verify(system: System, witness: Witness, poll: str, load: Load, fault: str) 
     ballots_sent = {(str(b.id), b.choice) for e in envelopes for b in e.ballots}
     actors, ballots = system.wait_stored(poll, len(envelopes), len(ballots_sent), timeout=180)
     stored = Counter(v for _, v in actors)
-    statuses = Counter(s for seen in load.answers.values() for s in seen)
+    statuses = load.counted()
     # The re-mixer gives the rows fresh ids after the close: compare what they hold.
     sent = Counter(c for _, c in ballots_sent)
     assert Counter(c for _, c in ballots) == sent, "every ballot of every queued envelope, once"
-    assert 500 not in statuses, statuses
+    problems = load.problems()
+    assert not problems, f"{len(problems)} answers a voter would complain about: {problems[:10]}"
     acknowledged = load.acknowledged()
     assert set(stored) == acknowledged, "stored: exactly the acknowledged voters"
     clean = acknowledged - load.refused()
@@ -140,11 +197,13 @@ def record_figures(
     REPORT.write_text(json.dumps(figures, indent=2) + "\n")
 
 
-def start_load(system: System, name: str) -> tuple[Witness, Load]:
+def start_load(
+    system: System, name: str, expected: frozenset[str] = frozenset()
+) -> tuple[Witness, Load]:
     voters = [f"voter-{i:04d}" for i in range(VOTES)]
     system.create_poll(name, poll_spec(voters))
     witness = Witness(system.nats.url, name)
-    return witness, Load(system, name, system.invitations(name))
+    return witness, Load(system, name, system.invitations(name), expected)
 
 
 def test_postgres_down_for_fifteen_seconds(system: System) -> None:
@@ -158,13 +217,14 @@ def test_postgres_down_for_fifteen_seconds(system: System) -> None:
         system.postgres.start()  # the session's other tests need it back, whatever happens
     voting.join()
     # Votes only need NATS: the database outage delays storing them, nothing else.
-    statuses = Counter(s for seen in load.answers.values() for s in seen)
+    statuses = load.counted()
     assert statuses == {202: VOTES}, statuses
     verify(system, witness, "pgdown", load, "postgres stopped for 15 s")
 
 
 def test_ingest_worker_killed(system: System) -> None:
-    witness, load = start_load(system, "workerdown")
+    # The killed worker's open connections are cut: those voters see it, then retry.
+    witness, load = start_load(system, "workerdown", expected=CUT)
     voting = in_background(load.run)
     time.sleep(0.5)
     master = psutil.Process(system.child_pid("ingest") or 0)
@@ -177,7 +237,8 @@ def test_ingest_worker_killed(system: System) -> None:
 
 
 def test_everything_restarted(system: System) -> None:
-    witness, load = start_load(system, "restart")
+    # While privpoll is down its port refuses connections, and open ones are cut.
+    witness, load = start_load(system, "restart", expected=CUT)
     voting = in_background(load.run)
     time.sleep(0.5)
     system.stop()
@@ -191,3 +252,21 @@ def test_everything_restarted(system: System) -> None:
     system.start()
     load.retry_refused()
     verify(system, witness, "restart", load, "everything killed and restarted")
+
+
+def test_what_a_voter_would_complain_about() -> None:
+    """The judge of every scenario above (no server needed)."""
+    fine = [
+        Answer(202, None, 0.1),
+        Answer(409, None, 0.1),
+        Answer(503, "5", ANSWER_WITHIN),
+        Answer("ReadError", None, 1.0),
+    ]
+    assert [a.problem(CUT) for a in fine] == [None] * len(fine)
+    assert Answer("ReadError", None, 1.0).problem(frozenset()) == "ReadError (not expected here)"
+    assert Answer("ReadTimeout", None, 30.0).problem(CUT) == "answered after 30.0 s"
+    assert Answer("ReadTimeout", None, 1.0).problem(CUT) == "ReadTimeout (not expected here)"
+    assert Answer(503, None, 0.1).problem(CUT) == "503 without a Retry-After of whole seconds"
+    assert Answer(503, "soon", 0.1).problem(CUT) == "503 without a Retry-After of whole seconds"
+    assert Answer(500, None, 0.1).problem(CUT) == "HTTP 500"
+    assert Answer(202, None, ANSWER_WITHIN + 1).problem(CUT) == "answered after 16.0 s"

@@ -17,7 +17,7 @@ from privpoll.core import tokens as tokens_module
 from privpoll.core.envelope import seal
 from privpoll.core.noise import NoiseDraws
 from tests.integration.conftest import CHOICES, System, Witness, poll_spec
-from tests.integration.test_chaos import VOTES, record_figures
+from tests.integration.test_chaos import ANSWER_WITHIN, VOTES, record_figures
 
 
 def pending_acks(nats_url: str, poll: str, role: str) -> int:
@@ -78,9 +78,15 @@ def test_nats_restart_during_voting_keeps_every_acknowledged_vote(system: System
     witness = Witness(system.nats.url, "outage")
     tokens = system.invitations("outage")
     answers: dict[str, list[tuple[int, str | None]]] = {v: [] for v in voters}
+    slow: list[float] = []
 
     def cast(voter: str) -> int:
+        # A cut connection or a timeout raises here and fails the test: neither is expected
+        # when only NATS goes away (the ingest stays up and must answer 503).
+        started = time.monotonic()
         response = system.vote("outage", voter, tokens[voter], "sushi")
+        if (took := time.monotonic() - started) > ANSWER_WITHIN:
+            slow.append(took)
         answers[voter].append((response.status_code, response.headers.get("Retry-After")))
         return response.status_code
 
@@ -128,6 +134,7 @@ def test_nats_restart_during_voting_keeps_every_acknowledged_vote(system: System
     statuses = Counter(status for seen in answers.values() for status, _ in seen)
     acknowledged = {v for v in voters if any(s in (202, 409) for s, _ in answers[v])}
     record_figures("nats-server killed -9 and restarted", count, acknowledged, stored, statuses)
+    assert not slow, f"answers slower than {ANSWER_WITHIN} s: {slow}"
 
 
 def test_a_vote_orphaned_by_a_crash_is_neither_lost_nor_doubled(system: System) -> None:
@@ -190,7 +197,7 @@ def test_votes_racing_a_close_are_taken_or_refused_never_a_500(system: System) -
     some_answered = threading.Event()
 
     def cast(voter: str) -> int:
-        with httpx.Client(base_url=system.url, timeout=30) as http:
+        with httpx.Client(base_url=system.url, timeout=ANSWER_WITHIN) as http:
             answer = http.post(
                 "/api/v1/polls/racing/votes",
                 json={"voter": voter, "token": tokens[voter], "choice": "pizza"},

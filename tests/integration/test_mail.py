@@ -28,7 +28,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from privpoll.local.embedded import NatsServer, PostgresServer, free_port
-from tests.e2e.controlplane import need
+from tests.environment import need
 from tests.integration.conftest import ADMIN, System, poll_spec
 
 pytestmark = pytest.mark.integration

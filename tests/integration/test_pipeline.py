@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import threading
 import time
@@ -213,3 +214,35 @@ def test_results_after_close_are_hidden_until_then(system: System) -> None:
     assert "alice" not in str(public), "the public poll page does not list the voters"
     system.close("secret")
     assert system.http.get("/api/v1/polls/secret/results").status_code == 200
+
+
+def test_a_second_vote_after_the_duplicate_window_is_still_refused(system: System) -> None:
+    """JetStream forgets a message id after its duplicate window (120 s; one second here):
+    from then on only the voter's reservation refuses a second vote."""
+    system.create_poll("window", poll_spec(["alice", "bob"]))
+    tokens = system.invitations("window")
+
+    async def shorten_window() -> None:
+        nc = await naming.connect(system.nats.url, "test")
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(naming.stream("window"))
+            await js.update_stream(dataclasses.replace(info.config, duplicate_window=1.0))
+        finally:
+            await nc.close()
+
+    asyncio.run(shorten_window())
+    assert system.vote("window", "alice", tokens["alice"], "pizza").status_code == 202
+    time.sleep(3)  # the first vote's message id is forgotten
+    again = system.vote("window", "alice", tokens["alice"], "sushi")
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "already_voted"
+    assert system.vote("window", "bob", tokens["bob"], "sushi").status_code == 202
+    system.close("window")
+    deadline = time.monotonic() + 60
+    while system.results("window")["votes"]["total"] < 2:
+        assert time.monotonic() < deadline, system.output()
+        time.sleep(0.3)
+    time.sleep(1)
+    assert sorted(voter for _, voter in system.stored("window")[0]) == ["alice", "bob"]
+    assert system.results("window")["votes"]["total"] == 2

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,9 +23,12 @@ import psycopg
 from bench import baselines
 from privpoll.audit import linkage, thief
 from privpoll.audit.linkage import CERTAIN, NoiseModel
+from privpoll.bus import naming
 from privpoll.core.spec import PollRules
+from privpoll.local.embedded import NatsServer, PostgresServer
 from tests.integration import heap
-from tests.integration.conftest import CHOICES, System, poll_spec
+from tests.integration.conftest import CHOICES, System, Witness, fresh_database, poll_spec
+from tests.ordering import INDEPENDENT, bound, disk_order_of, pooled, spearman
 
 
 def true_choice(i: int) -> str:
@@ -247,3 +253,171 @@ def xmins(conn: psycopg.Connection[Any], poll: uuid.UUID) -> set[str]:
         (poll, poll),
     ).fetchall()
     return {str(r[0]) for r in rows}
+
+
+class Thief:
+    """Copies of a poll's rows, taken every 20 ms while it runs: each commit's rows (one
+    ``xmin``) and where they sit on disk (``ctid``), the way a replica or a backup shows them."""
+
+    def __init__(self, dsn: str, poll: uuid.UUID) -> None:
+        self.dsn = dsn
+        self.poll = poll
+        # table -> xmin -> the commit's row keys in their order on disk
+        self.commits: dict[str, dict[str, list[str]]] = {"actors": {}, "ballots": {}}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch)
+
+    def look(self, conn: psycopg.Connection[Any]) -> dict[str, list[tuple[str, str, str]]]:
+        """(xmin, key, value) of every row of the poll, in order on disk, per table."""
+        found = {}
+        for table, key, value in (("actors", "entry", "voter"), ("ballots", "id", "choice")):
+            found[table] = [
+                (str(x), str(k), str(v))
+                for x, k, v in conn.execute(
+                    f"SELECT xmin::text, {key}::text, {value} FROM {table} "  # noqa: S608
+                    "WHERE poll = %s ORDER BY ctid",
+                    (self.poll,),
+                ).fetchall()
+            ]
+        return found
+
+    def snapshot(self) -> dict[str, list[tuple[str, str, str]]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            found = self.look(conn)
+        for table, rows in found.items():
+            by_commit: dict[str, list[str]] = {}
+            for xmin, key, _ in rows:
+                by_commit.setdefault(xmin, []).append(key)
+            self.commits[table].update(by_commit)
+        return found
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.02):
+            self.snapshot()
+
+    def __enter__(self) -> Thief:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.snapshot()
+
+
+def sinks_hold(system: System, poll: str) -> tuple[int, int]:
+    """Envelopes each sink (actors, ballots) holds: delivered and not acked, or pending."""
+
+    async def read() -> tuple[int, int]:
+        nc = await naming.connect(system.nats.url, "test")
+        try:
+            js = nc.jetstream()
+            found = []
+            for role in naming.ROLES:
+                info = await js.consumer_info(naming.stream(poll), naming.consumer(role))
+                found.append(int(info.num_pending or 0) + int(info.num_ack_pending or 0))
+            return found[0], found[1]
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_a_thief_copying_the_database_sees_only_mixed_batches_and_no_arrival_order(
+    tmp_path: Path, nats: NatsServer, postgres: PostgresServer
+) -> None:
+    """Snapshots every 20 ms while people vote, at the close (before the re-mixer, which
+    is held still then) and after the re-mix. Every commit of both sinks holds at least
+    minBatch envelopes; rows sit on disk in an order unrelated to the order votes came in,
+    within each commit and after the re-mix."""
+    min_batch, min_fakes = 10, 1
+    system = System(tmp_path / "system", nats, postgres, dsn=fresh_database(postgres, "thief"))
+    system.start()
+    try:
+        voters = [f"voter-{i:03d}" for i in range(90)]
+        system.create_poll(
+            "thief", poll_spec(voters, mixing={"minBatch": min_batch, "maxWait": "300ms"})
+        )
+        witness = Witness(system.nats.url, "thief")
+        uid = uuid.UUID(system.poll_uid("thief"))
+        tokens = system.invitations("thief")
+        cast = iter(enumerate(voters))
+
+        def vote(count: int, pause: float) -> None:
+            for i, voter in itertools.islice(cast, count):
+                response = system.vote("thief", voter, tokens[voter], true_choice(i))
+                assert response.status_code == 202, response.text
+                time.sleep(pause)
+
+        with Thief(system.dsn, uid) as thief:
+            vote(60, pause=0.02)
+            # Quiet: each sink holds less than 2 minBatch (else it would write). Then just
+            # enough votes for both to write once more, keeping minBatch back, and close.
+            time.sleep(2)
+            held = sinks_hold(system, "thief")
+            assert max(held) < 2 * min_batch, held
+            commits = [len(thief.commits[t]) for t in naming.ROLES]
+            vote(2 * min_batch - min(held), pause=0)
+            deadline = time.monotonic() + 30
+            while any(
+                len(thief.commits[t]) <= n for t, n in zip(naming.ROLES, commits, strict=True)
+            ):
+                assert time.monotonic() < deadline, system.output()
+                time.sleep(0.1)
+            time.sleep(1)
+            # The re-mixer is held still: what the sinks commit at the close stays in view.
+            remixer = system.child_pid("remixer")
+            assert remixer is not None
+            os.kill(remixer, signal.SIGSTOP)
+            try:
+                system.close("thief")
+                deadline = time.monotonic() + 30
+                while sinks_hold(system, "thief") != (0, 0):
+                    assert time.monotonic() < deadline, system.output()
+                    time.sleep(0.2)
+                before = thief.snapshot()
+            finally:
+                os.kill(remixer, signal.SIGCONT)
+            wait_remixed(system, "thief", purged=False)
+        after = thief.snapshot()
+        envelopes = witness.envelopes()
+    finally:
+        system.stop()
+
+    entry_of = {str(e.actor.entry): i for i, e in enumerate(envelopes)}
+    voter_at = {e.actor.voter: i for i, e in enumerate(envelopes)}
+    ballot_at = {
+        str(b.id): (i, j) for i, e in enumerate(envelopes) for j, b in enumerate(e.ballots)
+    }
+    assert sorted(voter_at) == sorted(voter for _, _, voter in before["actors"])
+    assert len(before["ballots"]) == len(ballot_at)
+
+    # Every commit any snapshot saw, the one at the close included: at least minBatch.
+    xmins_after = {x for x, _, _ in after["actors"] + after["ballots"]}
+    actors = {x: keys for x, keys in thief.commits["actors"].items() if x not in xmins_after}
+    ballots = {x: keys for x, keys in thief.commits["ballots"].items() if x not in xmins_after}
+    assert len(actors) >= 3, f"commits while open and at the close: {thief.commits['actors']}"
+    sizes = sorted(len(keys) for keys in actors.values())
+    assert sizes[0] >= min_batch, f"an actor commit below minBatch {min_batch}: {sizes}"
+    sizes = sorted(len(keys) for keys in ballots.values())
+    assert sizes[0] >= min_batch * (1 + min_fakes), f"a ballot commit below minBatch: {sizes}"
+
+    # Within each commit: no trace of the order the votes came in.
+    arrival = {
+        **{entry: float(i) for entry, i in entry_of.items()},
+        **{ballot: float(i * 1000 + j) for ballot, (i, j) in ballot_at.items()},
+    }
+    for table, found in (("actors", actors), ("ballots", ballots)):
+        statistic = pooled([[arrival[k] for k in keys] for keys in found.values()])
+        assert abs(statistic) < INDEPENDENT, f"{table}: rows in arrival order within commits"
+
+    # After the re-mix: one commit, and an order unrelated to the votes' or the old one.
+    assert len(xmins_after) == 1
+    rho, limit = disk_order_of([float(voter_at[voter]) for _, _, voter in after["actors"]])
+    assert abs(rho) < limit, f"actors after the re-mix: rank correlation {rho:.2f}"
+    # Ballots get fresh ids: compare the choices the old and the new order put side by side.
+    index = {c: float(i) for i, c in enumerate(CHOICES)}
+    old = [index[c] for _, _, c in before["ballots"]]
+    new = [index[c] for _, _, c in after["ballots"]]
+    rho = spearman(old, new)
+    assert abs(rho) < bound(len(old)), f"ballots after the re-mix follow the old order ({rho:.2f})"

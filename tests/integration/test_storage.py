@@ -12,6 +12,7 @@ from psycopg import sql
 
 from privpoll.db import storage
 from privpoll.local.embedded import PostgresServer
+from tests.ordering import disk_order_of
 
 
 def test_serialization_failure_is_retried(postgres: PostgresServer) -> None:
@@ -100,3 +101,59 @@ def test_a_batch_that_fails_part_way_stores_nothing(postgres: PostgresServer) ->
         storage.write_ballots(conn, poll, rows[:-1])
         stored = conn.execute("SELECT count(*) FROM ballots WHERE poll = %s", (poll,)).fetchone()
     assert stored == (500,)
+
+
+def disk_ranks(conn: psycopg.Connection[Any], table: str, poll: uuid.UUID) -> list[float]:
+    """Each row of the poll, in its order on disk (ctid), given the number its value ends in
+    (the order the rows were handed to the sink's writer)."""
+    column = "voter" if table == "actors" else "choice"
+    rows = conn.execute(
+        sql.SQL("SELECT {} FROM {} WHERE poll = %s ORDER BY ctid").format(
+            sql.Identifier(column), sql.Identifier(table)
+        ),
+        (poll,),
+    ).fetchall()
+    return [float(str(value).rsplit(" ", 1)[1]) for (value,) in rows]
+
+
+@pytest.mark.parametrize("table", ["actors", "ballots"])
+def test_a_batch_lands_on_disk_in_an_order_unrelated_to_its_arrival(
+    postgres: PostgresServer, table: str
+) -> None:
+    """A thief reading the table in its physical order must not learn which row came first:
+    rows written in stream order, whether by COPY or (a batch holding a row stored already)
+    by the INSERT fallback, sit on disk in an order independent of it."""
+    write = storage.write_actors if table == "actors" else storage.write_ballots
+    by_copy, by_insert = uuid.uuid4(), uuid.uuid4()
+    rows: list[storage.Row] = [(uuid.uuid4(), f"row {n}") for n in range(400)]
+    with storage.connect(postgres.dsn) as conn:
+        storage.migrate(conn)
+        write(conn, by_copy, rows)
+        write(conn, by_insert, rows[:1])
+        write(conn, by_insert, rows)  # holds rows[0]: the fallback writes the other 399
+        for poll, n in ((by_copy, 400), (by_insert, 399)):
+            arrived = disk_ranks(conn, table, poll)
+            if poll == by_insert:
+                arrived.remove(0.0)
+            assert sorted(arrived) == [float(i) for i in range(400 - n, 400)]
+            rho, limit = disk_order_of(arrived)
+            assert abs(rho) < limit, f"{table}: rank correlation {rho:.2f} with arrival"
+
+
+def test_tally_counts_votes_voters_and_ballots_of_one_poll(postgres: PostgresServer) -> None:
+    """What the results are computed from: n actor rows, u distinct voters, N_j per choice;
+    another poll's rows never count."""
+    poll, other = uuid.uuid4(), uuid.uuid4()
+    with storage.connect(postgres.dsn) as conn:
+        storage.migrate(conn)
+        assert storage.tally(conn, poll) == (0, 0, {})
+        assert storage.voted(conn, poll) == set()
+        voters = ["alice", "bob", "alice", "carol"]
+        storage.write_actors(conn, poll, [(uuid.uuid4(), v) for v in voters])
+        storage.write_ballots(
+            conn, poll, [(uuid.uuid4(), c) for c in ["pizza"] * 5 + ["sushi"] * 2 + ["tacos"]]
+        )
+        storage.write_actors(conn, other, [(uuid.uuid4(), "dave")])
+        storage.write_ballots(conn, other, [(uuid.uuid4(), "pizza")])
+        assert storage.tally(conn, poll) == (4, 3, {"pizza": 5, "sushi": 2, "tacos": 1})
+        assert storage.voted(conn, poll) == {"alice", "bob", "carol"}

@@ -16,7 +16,7 @@ from privpoll.bus import naming
 from privpoll.bus.puller import Puller
 from privpoll.bus.wire import Connection, Delivery, Refused
 from privpoll.local.embedded import NatsServer
-from tests.e2e.controlplane import need
+from tests.environment import need
 from tests.integration.waiting import acks_reached, eventually
 
 T = TypeVar("T")

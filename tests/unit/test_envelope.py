@@ -442,3 +442,63 @@ def test_every_draw_takes_its_own_bytes(monkeypatch: pytest.MonkeyPatch) -> None
         # Fisher-Yates: slot 2 swaps with slot 0 (0 % 3), slot 1 stays (1 % 2).
         "ballots": [{"id": i, "choice": c} for i, c in zip(texts[2:], "bac", strict=True)],
     }
+
+
+def test_k_the_coin_and_its_pick_each_take_their_own_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    """K from word 0, the randomized-response coin from word 1, its pick from word 2. Were K
+    drawn from the coin's word, the number of ballots would tell whether the real one was
+    replaced; were the coin and the pick one word, a replacement would favour the first
+    choices. Words chosen so that each mix-up changes the envelope."""
+    poll = PollRules.model_validate(
+        {
+            "title": "t",
+            "choices": ["a", "b", "c"],
+            "noise": {
+                "fakeVotes": {"distribution": "uniform", "min": 1, "max": 3},
+                "randomizedResponse": {"probability": 0.5},
+            },
+        }
+    )
+    half = 1 << 63
+    # K = 1 + 0 % 3 = 1 (from word 1 it would be 1 + 2 % 3 = 3). The coin 2 / 2**64 < 1/2:
+    # replace, by choices[(2**63 + 2) % 3] = "b" (the pick as a coin, 1/2 + 2**-62, would keep
+    # "a"). The one fake: "a"; the shuffle's one step: 0 % 2, a swap.
+    words = [0, 2, half + 2, 0, 0]
+    read = array("Q", words).tobytes() + bytes(4 * 16)
+    monkeypatch.setattr(os, "urandom", lambda size: read[:size] + bytes(size - len(read[:size])))
+    _, sealed = seal_bytes(NoiseDraws(poll), "v", "a")
+    assert [b["choice"] for b in json.loads(sealed)["ballots"]] == ["a", "b"]
+
+
+def test_a_second_read_keeps_the_first_reads_words_unsigned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """K above its likely count takes a second read; the words of the first are read again
+    with it, as the same unsigned 64-bit values (a signed reading turns a coin of 3/4 into a
+    negative number, below any p: the real ballot would be replaced)."""
+    poll = PollRules.model_validate(
+        {
+            "title": "t",
+            "choices": ["a", "b", "c"],
+            "noise": {
+                "fakeVotes": {"distribution": "poisson", "mean": 2, "min": 1},
+                "randomizedResponse": {"probability": 0.5},
+            },
+        }
+    )
+    noise = NoiseDraws(poll)
+    top = (1 << 64) - 1  # K at the very top of its distribution: far above likely_count
+    coin = 3 << 62  # 3/4: keep "a"
+    first = array("Q", [top, coin, 1]).tobytes()
+    reads: list[int] = []
+
+    def urandom(size: int) -> bytes:
+        reads.append(size)
+        return (first if len(reads) == 1 else b"")[:size].ljust(size, b"\0")
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    _, sealed = seal_bytes(noise, "v", "a")
+    choices = [b["choice"] for b in json.loads(sealed)["ballots"]]
+    assert len(reads) == 2, "K above likely_count reads again"
+    assert len(choices) > noise.likely_count + 1
+    assert Counter(choices) == {"a": len(choices)}, "kept, and every fake from word 0: a"

@@ -87,3 +87,26 @@ def test_margin_predicts_the_spread_of_simulated_polls(spec: PollRules) -> None:
 def test_a_results_page_read_while_the_ballot_sink_lags_has_a_margin() -> None:
     # 4 votes stored, no ballot rows yet: the page's fake mean is (0 - 4) / 4.
     assert expected_margin(4, 3, -1.0, 0.2) == expected_margin(4, 3, 0.0, 0.2) > 0
+
+
+def test_margin_known_answers() -> None:
+    """By hand from docs/design.md's sigma at c = n/m, F = n E[K], w = 1/m (Z =
+    1.959963984540054), widened as the results are: the variance at the worse end of a first
+    interval, plus half a step 1/(2 (1 - p)).
+    30 voters, 3 choices, E[K] = 2, p = 0: s^2 = 60 (1/3)(2/3) = 40/3 whatever c ->
+    7.156776574868628 + 0.5 = 7.656776574868628.
+    p = 1/2 (a = 2/3, b = 1/6): s^2(c) = (40/3 + c (2/9) + (30 - c)(5/36)) 4; at c = 10 it is
+    220/3, h0 = 16.784128818149483 + 1 -> [0, 27.78]; s^2(27.78...) = 79.26, the larger end:
+    -> 18.44933560406192. The same with E[K] = 0: s^2(10) = 20, h0 = 9.765225405765817 ->
+    [0.23, 19.77]; s^2(19.77...) = 23.26 -> 10.451635493618605.
+    1 voter, 2 choices, E[K] = 2, p = 0: s^2 = 2 (1/4) = 1/2 -> 1.385903824349678 + 0.5."""
+    assert expected_margin(30, 3, 2.0) == pytest.approx(7.656776574868628, rel=1e-12)
+    assert expected_margin(30, 3, 2.0, 0.5) == pytest.approx(18.44933560406192, rel=1e-12)
+    assert expected_margin(30, 3, 0.0, 0.5) == pytest.approx(10.451635493618605, rel=1e-12)
+    assert expected_margin(1, 2, 2.0) == pytest.approx(1.885903824349678, rel=1e-12)
+
+
+def test_no_margin_without_voters_or_choices() -> None:
+    assert expected_margin(0, 3, 2.0) == 0.0
+    assert expected_margin(-5, 3, 2.0) == 0.0
+    assert expected_margin(10, 0, 2.0) == 0.0
