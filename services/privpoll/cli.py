@@ -19,6 +19,7 @@ import yaml
 
 from privpoll.bus import naming
 from privpoll.client import ApiClient, Unreachable, problem
+from privpoll.local import secrets
 from privpoll.settings import Settings
 
 
@@ -29,10 +30,7 @@ def _settings() -> Settings:
 def _admin_token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
-    path = settings.data_dir / "secrets.json"
-    if path.exists():
-        return str(json.loads(path.read_text()).get("admin_token", ""))
-    return ""
+    return secrets.stored(settings).get("admin_token", "")
 
 
 def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> Any:

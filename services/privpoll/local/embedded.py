@@ -174,18 +174,36 @@ def nats_server_binary() -> str:
     return found
 
 
+# The variable through which nats-server's configuration reads the store's key: the key never
+# touches the data folder, only the environment of the server's process.
+STORE_KEY_VARIABLE = "PRIVPOLL_NATS_STORE_KEY"
+STORE_CONFIG = f"""# Written by privpoll: the JetStream store is encrypted at rest (privacy.md).
+jetstream {{
+  cipher: chacha
+  key: ${STORE_KEY_VARIABLE}
+}}
+"""
+
+
 class NatsServer(_Server):
-    """nats-server with JetStream, its store under ``data_dir/jetstream``."""
+    """nats-server with JetStream, its store under ``data_dir/jetstream``; encrypted at rest
+    (ChaCha20-Poly1305) with ``store_key`` when one is given, a key kept out of ``data_dir``."""
 
     name = "nats-server"
     stop_signal = signal.SIGTERM
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, options: Sequence[str] = ()
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        options: Sequence[str] = (),
+        *,
+        store_key: str | None = None,
     ) -> None:
         super().__init__(data_dir, port, "nats")
         # More of nats-server's flags, e.g. ``--user``/``--pass`` or ``--tls`` (tests).
         self.options = list(options)
+        self.store_key = store_key
 
     @property
     def url(self) -> str:
@@ -204,10 +222,17 @@ class NatsServer(_Server):
             "--store_dir", str(self.data_dir / "jetstream"),
             *self.options,
         ]  # fmt: skip
+        env = dict(os.environ)
+        if self.store_key:
+            config = self.data_dir / "nats.conf"
+            config.write_text(STORE_CONFIG)
+            argv[1:1] = ["--config", str(config)]
+            env[STORE_KEY_VARIABLE] = self.store_key
         # stdout and stderr rather than --log: errors before logging is set up land there too.
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
