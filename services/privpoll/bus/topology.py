@@ -116,17 +116,28 @@ async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1
             await js.create_key_value(
                 bucket=naming.voters_bucket(poll.name), history=1, replicas=replicas
             )
+    await register(js, poll, replicas=replicas)
+
+
+async def register(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> None:
+    """The poll's registry entry alone (a purged poll keeps it, so a vote reads "closed")."""
     await (await registry_bucket(js, replicas=replicas)).put(poll.name, poll.to_registry())
 
 
-async def remove_queue(js: JetStreamContext, name: str) -> None:
-    """Delete the poll's stream, voters bucket and registry entry (missing ones are fine)."""
+async def remove_votes(js: JetStreamContext, name: str) -> None:
+    """Delete the poll's stream and voters bucket, all the queue ever held of its votes
+    (missing ones are fine); its registry entry stays."""
     for remove in (
         js.delete_stream(naming.stream(name)),
         js.delete_key_value(naming.voters_bucket(name)),
     ):
         with contextlib.suppress(NotFoundError):
             await remove
+
+
+async def remove_queue(js: JetStreamContext, name: str) -> None:
+    """Delete the poll's stream, voters bucket and registry entry (missing ones are fine)."""
+    await remove_votes(js, name)
     with contextlib.suppress(KeyNotFoundError):
         await (await registry_bucket(js)).purge(name)
 

@@ -28,6 +28,8 @@ from typing import Self
 
 import psycopg
 
+from privpoll.db import forget
+
 PG_USER = "privpoll"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -339,6 +341,8 @@ class PostgresServer(_Server):
             "-k", sockets,
             "-c", "max_connections=200",
             "-c", "log_min_messages=warning",
+            # The WAL forgets the batches once a poll is purged (privpoll.db.forget).
+            *[f"--{name}={value}" for name, value in forget.WAL_SETTINGS.items()],
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -20,9 +20,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from privpoll.bus import naming, topology
+from privpoll.bus import naming
 from privpoll.db import storage
 from privpoll.local import secrets
+from privpoll.service import lifecycle
 from privpoll.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ async def _reprovision(settings: Settings) -> None:
         js = nc.jetstream()
         with storage.connect(settings.database_url) as conn:
             for poll in storage.list_polls(conn):
-                await topology.provision_queue(js, poll, replicas=settings.stream_replicas)
+                await lifecycle.reprovision(js, conn, poll, replicas=settings.stream_replicas)
     finally:
         await nc.close()
 
