@@ -254,10 +254,17 @@ def _database_url(settings: Settings) -> str:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON {voter: choice} of a test run, to measure the attacker's real accuracy",
 )
+@click.option(
+    "--files",
+    "files_of",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a copy of a privpoll up data folder: read its files as a thief would, every poll",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
 def audit(
     name: str | None,
     record_to: Path | None,
+    files_of: Path | None,
     snapshots: Path | None,
     offline: bool,
     interval: float,
@@ -273,6 +280,9 @@ def audit(
     """
     from privpoll.audit import thief as auditing
 
+    if files_of is not None:
+        _audit_files(files_of, as_json)
+        return
     settings = _settings()
     if record_to is not None:
         dsn = _database_url(settings)
@@ -307,6 +317,32 @@ def audit(
         click.echo(found.model_dump_json(by_alias=True, indent=2))
     else:
         for line in auditing.describe(found):
+            click.echo(line)
+
+
+def _audit_files(folder: Path, as_json: bool) -> None:
+    """``privpoll audit --files DIR``: privpoll.audit.files on a copied data folder."""
+    import psycopg
+
+    from privpoll.audit import files
+    from privpoll.local import embedded
+
+    cluster = files.cluster_of(folder)
+    if not (cluster / "PG_VERSION").exists():
+        raise click.ClickException(
+            f"{folder} holds no PostgreSQL cluster (postgres/cluster in it): give a copy of "
+            "the data folder of privpoll up"
+        )
+    try:
+        with embedded.running_copy(cluster) as dsn, psycopg.connect(dsn) as conn:
+            catalog = files.read_catalog(conn, cluster)
+    except RuntimeError as error:
+        raise click.ClickException(f"cannot read the copy's catalog: {error}") from error
+    report = files.audit(folder, catalog, embedded.postgres_bin() / "pg_waldump")
+    if as_json:
+        click.echo(report.model_dump_json(by_alias=True, indent=2))
+    else:
+        for line in files.describe(report):
             click.echo(line)
 
 

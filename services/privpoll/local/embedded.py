@@ -20,8 +20,9 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -447,3 +448,18 @@ class PostgresServer(_Server):
                         f"{START_TIMEOUT:.0f}s; {self.log_path} ends with:\n{_tail(self.log_path)}"
                     ) from None
                 time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_copy(cluster: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL on a second copy of ``cluster`` (a copy a thief took of a
+    running server, say): its DSN while the block runs; the copy is deleted after."""
+    with tempfile.TemporaryDirectory(prefix="privpoll-copy-") as scratch:
+        root = Path(scratch) / "postgres"
+        copy = root / "cluster"
+        shutil.copytree(cluster, copy, symlinks=True)
+        # A copy of a running server's folder: its lock file names a live process.
+        (copy / "postmaster.pid").unlink(missing_ok=True)
+        copy.chmod(0o700)
+        with PostgresServer(root, port=free_port()) as server:
+            yield server.dsn
