@@ -260,11 +260,18 @@ def _database_url(settings: Settings) -> str:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="a copy of a privpoll up data folder: read its files as a thief would, every poll",
 )
+@click.option(
+    "--settings",
+    "settings_only",
+    is_flag=True,
+    help="check what the database is configured to keep beyond a purge (WAL, slots, GC)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
 def audit(
     name: str | None,
     record_to: Path | None,
     files_of: Path | None,
+    settings_only: bool,
     snapshots: Path | None,
     offline: bool,
     interval: float,
@@ -284,6 +291,9 @@ def audit(
         _audit_files(files_of, as_json)
         return
     settings = _settings()
+    if settings_only:
+        _audit_settings(_database_url(settings), as_json)
+        return
     if record_to is not None:
         dsn = _database_url(settings)
         click.echo(f"recording snapshots into {record_to}; stop with Ctrl-C", err=True)
@@ -318,6 +328,35 @@ def audit(
     else:
         for line in auditing.describe(found):
             click.echo(line)
+
+
+def _audit_settings(dsn: str, as_json: bool) -> None:
+    """``privpoll audit --settings``: what the database keeps beyond a purge, and what no
+    query can tell (privpoll.db.forget)."""
+    import psycopg
+
+    from privpoll.db import forget
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            found = forget.check_settings(conn)
+    except psycopg.OperationalError as error:
+        raise click.ClickException(f"cannot read the database: {error}") from error
+    if as_json:
+        document = {
+            "settings": [f.to_json() for f in found],
+            "cannotCheck": list(forget.CANNOT_CHECK),
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    for finding in found:
+        verdict = {True: "ok", False: "KEEPS OLD BATCHES", None: "unknown"}[finding.safe]
+        click.echo(f"{finding.name} = {finding.value}: {verdict}")
+        if finding.safe is not True:
+            click.echo(f"    {finding.advice}")
+    click.echo("privpoll cannot check:")
+    for what in forget.CANNOT_CHECK:
+        click.echo(f"    {what}")
 
 
 def _audit_files(folder: Path, as_json: bool) -> None:

@@ -173,3 +173,15 @@ def test_free_space_and_index_pages_keep_deleted_rows_until_the_files_are_rewrit
         files.scan_heap(catalog.heaps["ballots"], catalog.block, {poll}, rewritten)
         assert not rewritten.remnants[poll]
         assert not files.keys_in(catalog.indexes["ballots"], {poll})[poll]
+
+
+def test_audit_settings_says_what_the_embedded_database_keeps(postgres: PostgresServer) -> None:
+    """privpoll up's PostgreSQL keeps no WAL beyond a purge, and says what no query can tell."""
+    env = {**os.environ, "PRIVPOLL_DATABASE_URL": postgres.dsn}
+    argv = [sys.executable, "-m", "privpoll", "audit", "--settings", "--json"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    found = {f["name"]: f for f in json.loads(done.stdout)["settings"]}
+    assert set(found) == {"archive_mode", "wal_keep_size", "wal_recycle", "replication slots"}
+    assert all(f["safe"] for f in found.values()), found
+    assert json.loads(done.stdout)["cannotCheck"]
