@@ -101,10 +101,12 @@ async def provision(
 async def reprovision(
     js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
 ) -> None:
-    """The poll's queue as it should be: all of it, or for a purged poll the registry entry
-    alone (its stream and voters bucket are gone for good; a vote reads "closed")."""
-    purged = (await asyncio.to_thread(rewriting.progress, conn)).get(poll.name, (False, False))[1]
-    if purged:
+    """The poll's queue as it should be: all of it, or once the poll is re-mixed the registry
+    entry alone (the stream is drained for good, and the purge deletes it and the voters
+    bucket; a vote reads "closed"). Re-mixed, not purged: so that a close or a reconcile
+    racing the purge does not recreate what the purge deletes."""
+    remixed = (await asyncio.to_thread(rewriting.progress, conn)).get(poll.name, (False, False))[0]
+    if remixed:
         await topology.register(js, poll, replicas=replicas)
     else:
         await topology.provision_queue(js, poll, replicas=replicas)
