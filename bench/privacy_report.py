@@ -322,7 +322,7 @@ def run(voters: int, per_second: float, seed: int) -> dict[str, Any]:
             time.sleep(1)  # the recorders see the rewrite too
             for process in recorders:
                 process.send_signal(signal.SIGINT)
-                process.wait(60)
+                process.wait(300)  # a loaded machine: the last copy may take long
             figures["votingSeconds"] = round(time.monotonic() - started, 1)
             for setting in SETTINGS:
                 dumps = thief.load(root / "snapshots" / setting.name, setting.name)
