@@ -63,7 +63,7 @@ def test_the_nats_store_is_encrypted_at_rest_with_a_key_not_in_its_folder(tmp_pa
         assert asyncio.run(read_stored(upgraded.url)) == b"in the clear, for comparison"
     assert b"in the clear" not in store_bytes(plain)
 
-    key = "a-key-that-lives-elsewhere-0123456789"
+    key = "0-a-key-that-lives-elsewhere-starting-with-a-digit"
     with NatsServer(tmp_path / "sealed", store_key=key) as sealed:
         asyncio.run(publish(sealed.url, b"voter alice chose pizza"))
         sealed.kill()  # as a crash: what is on disk is all a thief gets

@@ -110,6 +110,24 @@ def test_a_copy_of_the_data_folder_during_voting_and_after_the_purge(tmp_path: P
     finally:
         stop(process)
 
+    # A restart does not bring the purged poll's stream or bucket back, and a vote reads 410.
+    process, _ = start({**env, "PRIVPOLL_ADMIN_TOKEN": token}, tmp_path / "up2.out")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if http.get("/readyz").status_code == 200:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert http.get("/api/v1/polls/stolen").json()["purgedAt"] == state["purgedAt"]
+        assert http.post("/api/v1/polls/stolen/votes", json=late).status_code == 410
+    finally:
+        stop(process)
+    streams = list((tmp_path / "data" / "nats").rglob("streams/*"))
+    assert streams
+    assert not [s for s in streams if s.name.endswith("stolen")], streams
+
     stolen = audit_files(during, env)
     seen = of_poll(stolen, "stolen")
     # The files are read: the batches are in the WAL (the heap files may not have them yet),

@@ -12,6 +12,7 @@ import abc
 import contextlib
 import errno
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -230,7 +231,9 @@ class NatsServer(_Server):
             config = self.data_dir / "nats.conf"
             config.write_text(STORE_CONFIG)
             argv[1:1] = ["--config", str(config)]
-            env[STORE_KEY_VARIABLE] = self.store_key
+            # Quoted: nats-server parses a variable's value as configuration, and a key
+            # that starts with a digit or a dash would read as a number.
+            env[STORE_KEY_VARIABLE] = json.dumps(self.store_key)
         # stdout and stderr rather than --log: errors before logging is set up land there too.
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
