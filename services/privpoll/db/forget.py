@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,7 +64,7 @@ def drop_old_wal(conn: psycopg.Connection[Any]) -> bool:
     return True
 
 
-def history_gone(conn: psycopg.Connection[Any], poll: Any, remixed_at: datetime) -> bool:
+def history_gone(conn: psycopg.Connection[Any], poll: uuid.UUID, remixed_at: datetime) -> bool:
     """CockroachDB: whether the rows of ``poll`` as they were just before the re-mix can no
     longer be read (the read is refused below the garbage-collection threshold)."""
     before = (remixed_at - timedelta(microseconds=1)).isoformat()
