@@ -455,10 +455,10 @@ def thieves(figures: dict[str, Any]) -> str:
         f"| the whole data folder with the queue, copied after `purgedAt` | the same "
         f"| {_any(after, 'stream')} streams, {_any(after, 'votersBucket')} voters buckets; "
         f"nothing of the polls beyond their re-mixed rows |",
-        "| the whole data folder with the secrets folder | everything above and the keys "
-        "| the queue's envelopes still waiting (stored ones are acknowledged and gone from "
-        "the stream; their bytes stay in encrypted blocks until compaction); can forge "
-        "invitations of open polls: not measured, the secrets folder is what to protect |",
+        "| the whole data folder with the secrets folder, before the purge | everything "
+        "above and the keys | the envelopes still waiting, and acknowledged ones whose "
+        "block files were not yet compacted, whole (the voter beside its ballots); can forge "
+        "invitations of open polls. Not measured: the secrets folder is what to protect |",
         "| backups taken before the purge | what the copy held when it was taken "
         "| as the matching row above; privpoll cannot reach them (not measured) |",
         "| whoever runs the ingest, NATS or the database server | the processes | every "
