@@ -194,6 +194,7 @@ def steal_files(folder: Path) -> dict[str, Any]:
         check=True,
     )
     found: dict[str, Any] = json.loads(done.stdout)
+    found.pop("folder", None)  # a temporary folder of this machine: nothing to keep
     return found
 
 
