@@ -183,9 +183,13 @@ async def drain(js: JetStreamContext, name: str) -> Drain:
 
 async def stored_by(js: JetStreamContext, name: str, role: naming.Role) -> bool:
     """The stream takes no more votes and holds nothing for ``role``'s sink: nothing
-    pending, nothing delivered and unacked (a lost ack would come back as a redelivery)."""
+    pending, nothing delivered and unacked (a lost ack would come back as a redelivery).
+    A stream that is gone holds nothing: the purge deleted it (or the poll was deleted)."""
     stream = naming.stream(name)
-    info = await js.stream_info(stream)
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return True
     consumer = await js.consumer_info(stream, naming.consumer(role))
     taking = naming.subject(name) in (info.config.subjects or [])
     return not taking and not consumer.num_pending and not consumer.num_ack_pending
