@@ -215,7 +215,8 @@ async def advance(
     js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
 ) -> Progress | None:
     """The after-close step, run again and again: None while the poll is open; then the
-    re-mix once the sinks drained it; then the purge of old row versions until it holds."""
+    re-mix once the sinks drained it; then the purge of old row versions (from the files
+    and the WAL too) until it holds, and with it the poll's stream and voters bucket."""
     if poll.phase() is not Phase.CLOSED:
         return None
     remixed, purged = (await asyncio.to_thread(rewriting.progress, conn)).get(
@@ -229,7 +230,9 @@ async def advance(
             return Progress(remixed=False, purged=False)
     elif not purged and await asyncio.to_thread(rewriting.purge, conn) != "pending":
         await finish_purges(js, conn)
-    remixed, purged = (await asyncio.to_thread(rewriting.progress, conn))[poll.name]
+    remixed, purged = (await asyncio.to_thread(rewriting.progress, conn)).get(
+        poll.name, (remixed, False)
+    )
     remixed_at, purged_at = await asyncio.to_thread(rewriting.times, conn, poll.name)
     return Progress(remixed, purged, message, remixed_at, purged_at)
 
