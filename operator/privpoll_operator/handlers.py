@@ -20,7 +20,7 @@ from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
 from privpoll import cluster
-from privpoll.bus import naming, topology
+from privpoll.bus import naming
 from privpoll.core.poll import Phase
 from privpoll.core.results import summarize
 from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
@@ -189,7 +189,7 @@ async def reconcile(
                 manifest = deployments.sink(name, role, op.settings)
                 kopf.adopt(manifest, owner=body)
                 await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
-            await topology.provision_queue(js, stored, replicas=op.settings.stream_replicas)
+            await lifecycle.reprovision(js, conn, stored, replicas=op.settings.stream_replicas)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
 
@@ -258,6 +258,8 @@ async def follow(
     patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored, 0)
     # A merge patch: the message of the re-mix stays while later rounds update "purged".
     patch.status["remix"] = progress.to_json()
+    patch.status["remixedAt"] = progress.to_json()["remixedAt"]
+    patch.status["purgedAt"] = progress.to_json()["purgedAt"]
     for role in naming.ROLES:
         await asyncio.to_thread(
             kube.scale_deployment, namespace, deployments.name_of(name, role), 0

@@ -20,6 +20,7 @@ import yaml
 from privpoll import __version__
 from privpoll.bus import naming
 from privpoll.client import ApiClient, Unreachable, problem
+from privpoll.local import secrets
 from privpoll.settings import Settings
 from privpoll.text_table import polls_table, results_table
 
@@ -31,10 +32,7 @@ def _settings() -> Settings:
 def _admin_token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
-    path = settings.data_dir / "secrets.json"
-    if path.exists():
-        return str(json.loads(path.read_text()).get("admin_token", ""))
-    return ""
+    return secrets.stored(settings).get("admin_token", "")
 
 
 def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> Any:
@@ -364,10 +362,24 @@ def _database_url(settings: Settings) -> str:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="JSON {voter: choice} of a test run, to measure the attacker's real accuracy",
 )
+@click.option(
+    "--files",
+    "files_of",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="a copy of a privpoll up data folder: read its files as a thief would, every poll",
+)
+@click.option(
+    "--settings",
+    "settings_only",
+    is_flag=True,
+    help="check what the database is configured to keep beyond a purge (WAL, slots, GC)",
+)
 @click.option("--json", "as_json", is_flag=True, help="print the findings as JSON")
 def audit(
     name: str | None,
     record_to: Path | None,
+    files_of: Path | None,
+    settings_only: bool,
     snapshots: Path | None,
     offline: bool,
     interval: float,
@@ -383,7 +395,13 @@ def audit(
     """
     from privpoll.audit import thief as auditing
 
+    if files_of is not None:
+        _audit_files(files_of, as_json)
+        return
     settings = _settings()
+    if settings_only:
+        _audit_settings(_database_url(settings), as_json)
+        return
     if record_to is not None:
         dsn = _database_url(settings)
         click.echo(f"recording snapshots into {record_to}; stop with Ctrl-C", err=True)
@@ -417,6 +435,61 @@ def audit(
         click.echo(found.model_dump_json(by_alias=True, indent=2))
     else:
         for line in auditing.describe(found):
+            click.echo(line)
+
+
+def _audit_settings(dsn: str, as_json: bool) -> None:
+    """``privpoll audit --settings``: what the database keeps beyond a purge, and what no
+    query can tell (privpoll.db.forget)."""
+    import psycopg
+
+    from privpoll.db import forget
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            found = forget.check_settings(conn)
+    except psycopg.OperationalError as error:
+        raise click.ClickException(f"cannot read the database: {error}") from error
+    if as_json:
+        document = {
+            "settings": [f.to_json() for f in found],
+            "cannotCheck": list(forget.CANNOT_CHECK),
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    for finding in found:
+        verdict = {True: "ok", False: "KEEPS OLD BATCHES", None: "unknown"}[finding.safe]
+        click.echo(f"{finding.name} = {finding.value}: {verdict}")
+        if finding.safe is not True:
+            click.echo(f"    {finding.advice}")
+    click.echo("privpoll cannot check:")
+    for what in forget.CANNOT_CHECK:
+        click.echo(f"    {what}")
+
+
+def _audit_files(folder: Path, as_json: bool) -> None:
+    """``privpoll audit --files DIR``: privpoll.audit.files on a copied data folder."""
+    import psycopg
+
+    from privpoll.audit import files
+    from privpoll.local import embedded
+
+    cluster = files.cluster_of(folder)
+    if not (cluster / "PG_VERSION").exists():
+        raise click.ClickException(
+            f"{folder} holds no PostgreSQL cluster (postgres/cluster in it): give a copy of "
+            "the data folder of privpoll up"
+        )
+    try:
+        with embedded.running_copy(cluster) as dsn, psycopg.connect(dsn) as conn:
+            catalog = files.read_catalog(conn, cluster)
+    except RuntimeError as error:
+        raise click.ClickException(f"cannot read the copy's catalog: {error}") from error
+    report = files.audit(folder, catalog, embedded.postgres_bin() / "pg_waldump")
+    if as_json:
+        click.echo(report.model_dump_json(by_alias=True, indent=2))
+    else:
+        for line in files.describe(report):
             click.echo(line)
 
 

@@ -37,6 +37,10 @@ class Rate:
 
 class Settings(BaseModel):
     data_dir: Path = Path(".privpoll")
+    # Where ``privpoll up`` keeps what must not travel with a copy of the data folder (the
+    # admin token, the HMAC key, the queue's encryption key); empty: a sibling of the data
+    # folder named ``<data folder>-secrets`` (privpoll.local.secrets).
+    secrets_dir: Path | None = None
     http_addr: str = "127.0.0.1:8000"
     public_url: str = ""
     admin_token: str = ""

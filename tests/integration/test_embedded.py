@@ -46,6 +46,36 @@ def test_nats_keeps_jetstream_messages_through_a_crash(tmp_path: Path) -> None:
         server.stop()
 
 
+def store_bytes(server: NatsServer) -> bytes:
+    files = (server.data_dir / "jetstream").rglob("*")
+    return b"".join(path.read_bytes() for path in files if path.is_file())
+
+
+def test_the_nats_store_is_encrypted_at_rest_with_a_key_not_in_its_folder(tmp_path: Path) -> None:
+    """What ``privpoll up`` gets: no message readable in the store's files, and no key there;
+    a store written before there was a key is encrypted at the first start with one."""
+    plain = NatsServer(tmp_path / "plain")
+    with plain:
+        asyncio.run(publish(plain.url, b"in the clear, for comparison"))
+    assert b"in the clear, for comparison" in store_bytes(plain)
+    # An older privpoll's store: nats-server encrypts it at its first start with a key.
+    with NatsServer(tmp_path / "plain", store_key="another-key-0123456789") as upgraded:
+        assert asyncio.run(read_stored(upgraded.url)) == b"in the clear, for comparison"
+    assert b"in the clear" not in store_bytes(plain)
+
+    key = "0-a-key-that-lives-elsewhere-starting-with-a-digit"
+    with NatsServer(tmp_path / "sealed", store_key=key) as sealed:
+        asyncio.run(publish(sealed.url, b"voter alice chose pizza"))
+        sealed.kill()  # as a crash: what is on disk is all a thief gets
+    with NatsServer(tmp_path / "sealed", store_key=key) as again:
+        assert asyncio.run(read_stored(again.url)) == b"voter alice chose pizza"
+    on_disk = store_bytes(sealed) + b"".join(
+        p.read_bytes() for p in (tmp_path / "sealed").rglob("*") if p.is_file()
+    )
+    assert b"alice" not in on_disk
+    assert key.encode() not in on_disk
+
+
 def rows(server: PostgresServer) -> list[str]:
     with psycopg.connect(server.dsn) as conn:
         return [str(r[0]) for r in conn.execute("SELECT note FROM notes ORDER BY note")]

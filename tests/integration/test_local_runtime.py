@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -93,6 +94,12 @@ def test_privpoll_up_runs_the_readme_tour_and_keeps_data(tmp_path: Path) -> None
         assert re.search(r"pizza\s+-?\d+\.\d\s+\[", table)
     finally:
         stop(process)
+
+    # The data folder alone forges nothing: the secrets live beside it (privacy.md).
+    kept = json.loads((tmp_path / "data-secrets" / "secrets.json").read_text())
+    on_disk = b"".join(p.read_bytes() for p in (tmp_path / "data").rglob("*") if p.is_file())
+    for name in ("admin_token", "secret", "nats_key"):
+        assert kept[name].encode() not in on_disk, name
 
     # Data and the admin token survive a restart (the banner shows a token only when the
     # environment does not give one: privpoll up never echoes a secret the user chose).

@@ -219,6 +219,11 @@ def test_the_remixer_leaves_one_xmin_and_no_old_row_version(system: System, tmp_
             assert {t.xmin for t in mine} == {int(xmin)}, table
             assert not any(t.deleted for t in mine), table
             assert found.dead_pointers == 0, table
+            # Nor in the pages' free space, nor in the index: the files were rewritten.
+            live = {t.key for t in mine}
+            assert not found.free_space_keys(uid) - live, table
+            index = heap.index_keys(conn, system.postgres.cluster, f"{table}_pkey", uid)
+            assert index == live, table
         count = conn.execute(
             "SELECT (SELECT count(*) FROM actors WHERE poll = %s), "
             "(SELECT count(*) FROM ballots WHERE poll = %s)",

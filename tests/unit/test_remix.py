@@ -58,7 +58,8 @@ def test_what_the_remixer_reports() -> None:
         "ballots": 9,
         "purge": "vacuumed",
         "message": "poll lunch remixed: 3 votes and 9 ballots rewritten with fresh ids in one "
-        "transaction; the old row versions are vacuumed away",
+        "transaction; the old row versions are vacuumed away, the vote tables' files "
+        "rewritten and the WAL that recorded them dropped",
     }
     assert (
         Remixed("lunch", 3, 9, "pending")

@@ -49,8 +49,11 @@ POLL_TTL = 1.0
 # The oldest cached poll a vote is checked against while a fresh copy is on its way.
 STALE_FOR = 10.0
 RELEASE_FOR = 600
-# A reservation's value: b"pending <unix time>" while its envelope is being published,
-# b"queued" once JetStream acked it (b"", written before there were states, means queued).
+# A reservation's value: b"pending" while its envelope is being published, b"queued" once
+# JetStream acked it (b"", written before there were states, means queued). No time: a value
+# is kept on disk, and a vote's time is what a thief wants (privacy.md). A pending
+# reservation's age is the one JetStream stamps on every message anyway (``_pending_for``);
+# ``pending <unix time>``, written by older versions, still reads as pending.
 PENDING = b"pending"
 QUEUED = b"queued"
 # JetStream's codes for "the subject's last sequence is not the expected one".
@@ -291,33 +294,44 @@ class BallotBox:
         """
         try:
             # The common case, a voter's first vote: one pipelined publish.
-            return await self._kv_write(poll, key, b"%s %.3f" % (PENDING, time.time()), last=0)
+            return await self._kv_write(poll, key, PENDING, last=0)
         except KeyWrongLastSequenceError:
             pass
         deadline = time.monotonic() + self.publish_timeout
         while True:
             try:
                 # nats-py's create also recreates a key whose last entry is a deletion.
-                return await bucket.create(key, b"%s %.3f" % (PENDING, time.time()))
+                return await bucket.create(key, PENDING)
             except KeyWrongLastSequenceError:
                 pass
             try:
                 entry = await bucket.get(key)
             except (KeyNotFoundError, KeyDeletedError):
                 continue  # released meanwhile: reserve again
-            state, _, since = (entry.value or b"").partition(b" ")
+            state = (entry.value or b"").partition(b" ")[0]
             if state != PENDING:
                 raise AlreadyVoted
-            if time.time() - float(since or 0) > self.orphaned_after:
+            assert entry.revision is not None
+            if await self._pending_for(poll, entry.revision) > self.orphaned_after:
                 try:
-                    return await bucket.update(
-                        key, b"%s %.3f" % (PENDING, time.time()), last=entry.revision
-                    )
+                    return await bucket.update(key, PENDING, last=entry.revision)
                 except KeyWrongLastSequenceError:
                     continue  # another attempt took it over first
             if time.monotonic() > deadline:
                 raise QueueDown("an earlier attempt of this voter is still being queued")
             await asyncio.sleep(0.05)
+
+    async def _pending_for(self, poll: Poll, revision: int) -> float:
+        """Seconds since JetStream stored the reservation's ``revision`` (its own timestamp:
+        the value holds none). A revision gone meanwhile counts as new: look again."""
+        stream = naming.bucket_stream(naming.voters_bucket(poll.name))
+        try:
+            stored = await (await self.jetstream()).get_msg(stream, seq=revision)
+        except NotFoundError:
+            return 0.0
+        if stored.time is None:
+            return 0.0
+        return time.time() - stored.time.timestamp()
 
     async def _kv_write(self, poll: Poll, key: str, value: bytes, *, last: int) -> int:
         """Write a reservation if its last revision is ``last`` (0: none yet): the new one."""

@@ -116,17 +116,28 @@ async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1
             await js.create_key_value(
                 bucket=naming.voters_bucket(poll.name), history=1, replicas=replicas
             )
+    await register(js, poll, replicas=replicas)
+
+
+async def register(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> None:
+    """The poll's registry entry alone (a purged poll keeps it, so a vote reads "closed")."""
     await (await registry_bucket(js, replicas=replicas)).put(poll.name, poll.to_registry())
 
 
-async def remove_queue(js: JetStreamContext, name: str) -> None:
-    """Delete the poll's stream, voters bucket and registry entry (missing ones are fine)."""
+async def remove_votes(js: JetStreamContext, name: str) -> None:
+    """Delete the poll's stream and voters bucket, all the queue ever held of its votes
+    (missing ones are fine); its registry entry stays."""
     for remove in (
         js.delete_stream(naming.stream(name)),
         js.delete_key_value(naming.voters_bucket(name)),
     ):
         with contextlib.suppress(NotFoundError):
             await remove
+
+
+async def remove_queue(js: JetStreamContext, name: str) -> None:
+    """Delete the poll's stream, voters bucket and registry entry (missing ones are fine)."""
+    await remove_votes(js, name)
     with contextlib.suppress(KeyNotFoundError):
         await (await registry_bucket(js)).purge(name)
 
@@ -172,9 +183,13 @@ async def drain(js: JetStreamContext, name: str) -> Drain:
 
 async def stored_by(js: JetStreamContext, name: str, role: naming.Role) -> bool:
     """The stream takes no more votes and holds nothing for ``role``'s sink: nothing
-    pending, nothing delivered and unacked (a lost ack would come back as a redelivery)."""
+    pending, nothing delivered and unacked (a lost ack would come back as a redelivery).
+    A stream that is gone holds nothing: the purge deleted it (or the poll was deleted)."""
     stream = naming.stream(name)
-    info = await js.stream_info(stream)
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return True
     consumer = await js.consumer_info(stream, naming.consumer(role))
     taking = naming.subject(name) in (info.config.subjects or [])
     return not taking and not consumer.num_pending and not consumer.num_ack_pending

@@ -7,9 +7,11 @@ each other (``ctid``), and appear together between two copies of the database. O
 can come any more and both sinks have committed and acked everything (``topology.drained``),
 the re-mixer replaces every actor and ballot row of the poll, in ONE transaction, by a copy with
 a fresh uuid4, inserted in shuffled order: afterwards every row of the poll carries the same
-commit marker. Then the old row versions must go: PostgreSQL's VACUUM removes them (it cannot
-while an older transaction still sees them; then the next round tries again); on CockroachDB
-the vote tables keep old versions for a short ``gc.ttlseconds`` (set by the migrations).
+commit marker. Then the old row versions must go, from the files too (``db.forget``):
+PostgreSQL's VACUUM removes them (it cannot while an older transaction still sees them; then
+the next round tries again), VACUUM FULL rewrites the files, and the WAL that held them is
+dropped; on CockroachDB the vote tables keep old versions for a short ``gc.ttlseconds`` (set
+by the migrations), and a poll is purged once a read from before its re-mix is refused.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
 
 from privpoll.core import randomness
 from privpoll.core.poll import Poll
-from privpoll.db import storage
+from privpoll.db import forget, storage
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +60,18 @@ class Remixed:
 
 
 PURGE_WORDS: dict[Purge, str] = {
-    "vacuumed": "the old row versions are vacuumed away",
+    "vacuumed": (
+        "the old row versions are vacuumed away, the vote tables' files rewritten and the WAL "
+        "that recorded them dropped"
+    ),
     "pending": (
         "some old row versions remain because an older transaction still sees them; "
         "privpoll up vacuums again until they are gone (or run this again later)"
     ),
-    "gc": "CockroachDB drops the old row versions within the vote tables' gc.ttlseconds",
+    "gc": (
+        "CockroachDB drops the old row versions within the vote tables' gc.ttlseconds; the "
+        "poll is purged once a read from before the re-mix is refused"
+    ),
 }
 
 
@@ -82,7 +91,11 @@ def rewrite(conn: psycopg.Connection[Any], poll: uuid.UUID) -> tuple[int, int]:
         randomness.shuffle(ballots)
         cur.executemany("INSERT INTO actors (poll, entry, voter) VALUES (%s, %s, %s)", actors)
         cur.executemany("INSERT INTO ballots (poll, id, choice) VALUES (%s, %s, %s)", ballots)
-        cur.execute("UPDATE polls SET remixed = true, purged = false WHERE uid = %s", (poll,))
+        cur.execute(
+            "UPDATE polls SET remixed = true, purged = false, remixed_at = now(), "
+            "purged_at = NULL WHERE uid = %s",
+            (poll,),
+        )
         return len(actors), len(ballots)
 
     return storage.run_transaction(conn, work)
@@ -103,26 +116,50 @@ def purge(conn: psycopg.Connection[Any]) -> Purge:
         "SELECT coalesce(sum(n_dead_tup), 0) FROM pg_stat_user_tables "
         "WHERE relname IN ('actors', 'ballots') AND schemaname = current_schema()"
     ).fetchone()
-    return "vacuumed" if row is None or int(row[0]) == 0 else "pending"
+    if row is not None and int(row[0]) != 0:
+        return "pending"
+    # No transaction sees an old version any more: their bytes may still sit in free space,
+    # dead index entries and the WAL. New files, then the WAL.
+    forget.rewrite_tables(conn)
+    forget.drop_old_wal(conn)
+    return "vacuumed"
+
+
+def history_gone(conn: psycopg.Connection[Any], poll: uuid.UUID) -> bool:
+    """Whether no read can reach the poll's rows from before its re-mix (CockroachDB); on
+    PostgreSQL, ``purge`` said so already."""
+    if not storage.is_cockroach(conn):
+        return True
+    row = conn.execute("SELECT remixed_at FROM polls WHERE uid = %s", (poll,)).fetchone()
+    if row is None or row[0] is None:
+        return False
+    return forget.history_gone(conn, poll, row[0])
 
 
 def mark_purged(conn: psycopg.Connection[Any], poll: uuid.UUID) -> None:
     def work(cur: psycopg.Cursor[Any]) -> None:
-        cur.execute("UPDATE polls SET purged = true WHERE uid = %s", (poll,))
+        cur.execute("UPDATE polls SET purged = true, purged_at = now() WHERE uid = %s", (poll,))
 
     storage.run_transaction(conn, work)
 
 
+def times(conn: psycopg.Connection[Any], name: str) -> tuple[datetime | None, datetime | None]:
+    """When the poll was re-mixed and purged (None: not yet)."""
+    row = conn.execute(
+        "SELECT remixed_at, purged_at FROM polls WHERE name = %s", (name,)
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
 def remix(conn: psycopg.Connection[Any], poll: Poll) -> Remixed:
-    """Rewrite a closed, drained poll's rows, then purge the old versions.
+    """Rewrite a closed, drained poll's rows, then purge the old versions. The caller marks
+    the poll purged once the rest of it (the queue) is gone too (``service.lifecycle``).
 
     The caller has checked ``refusal`` (the drain needs NATS, this needs only the database).
     ``conn`` must be in autocommit mode: VACUUM runs outside any transaction.
     """
     actors, ballots = rewrite(conn, poll.uid)
     purged = purge(conn)
-    if purged != "pending":
-        mark_purged(conn, poll.uid)
     log.info(
         "poll %s remixed (%d votes, %d ballots); old versions %s",
         poll.name,

@@ -87,7 +87,15 @@ MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
             PRIMARY KEY (poll, kind, voter)
         )""",
     ),
+    (
+        # When the re-mix and the purge happened (the API's remixedAt and purgedAt). Times on
+        # the polls table only: never on the vote tables.
+        "ALTER TABLE polls ADD COLUMN IF NOT EXISTS remixed_at timestamptz",
+        "ALTER TABLE polls ADD COLUMN IF NOT EXISTS purged_at timestamptz",
+    ),
 ]
+
+GC_TTL_SECONDS = 600
 
 
 def is_cockroach(conn: psycopg.Connection[Any]) -> bool:
@@ -154,6 +162,40 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
 
     for statement in run_transaction(conn, apply):
         conn.execute(statement)
+    if cockroach:
+        ensure_gc_ttl(conn)
+
+
+def ensure_gc_ttl(conn: psycopg.Connection[Any], *, attempts: int = 5) -> None:
+    """CockroachDB: the vote tables keep old row versions GC_TTL_SECONDS at most. Checked at
+    every start, set (and retried) when missing: a purge waits for this garbage collection."""
+    for table in ("actors", "ballots"):
+        shown = sql.SQL("SHOW ZONE CONFIGURATION FROM TABLE {}").format(sql.Identifier(table))
+        change = sql.SQL("ALTER TABLE {} CONFIGURE ZONE USING gc.ttlseconds = {}").format(
+            sql.Identifier(table), sql.Literal(GC_TTL_SECONDS)
+        )
+        for attempt in range(attempts):
+            text = " ".join(str(v) for row in conn.execute(shown) for v in row)
+            if f"gc.ttlseconds = {GC_TTL_SECONDS}" in text:
+                break
+            try:
+                conn.execute(change)
+            except psycopg.errors.InsufficientPrivilege as error:
+                raise RuntimeError(
+                    f"privpoll may not set the zone configuration of table {table} ({error}): "
+                    f"GRANT ZONECONFIG ON TABLE {table} TO its role, or run as an admin once: "
+                    f"ALTER TABLE {table} CONFIGURE ZONE USING gc.ttlseconds = {GC_TTL_SECONDS}"
+                ) from error
+            except psycopg.errors.Error as error:
+                if attempt == attempts - 1:
+                    raise
+                log.info("zone configuration of %s failed (%s); retrying", table, error.sqlstate)
+                time.sleep(0.5 * (attempt + 1))
+        else:
+            raise RuntimeError(
+                f"the zone configuration of table {table} does not hold gc.ttlseconds = "
+                f"{GC_TTL_SECONDS} after {attempts} attempts: set it by hand"
+            )
 
 
 # A poll's row as a Poll: its spec without the voter list (up to 100,000 ids, which only the

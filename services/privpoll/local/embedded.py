@@ -12,6 +12,7 @@ import abc
 import contextlib
 import errno
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -20,13 +21,16 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import psycopg
+
+from privpoll.db import forget
 
 PG_USER = "privpoll"
 START_TIMEOUT = 60.0
@@ -174,18 +178,36 @@ def nats_server_binary() -> str:
     return found
 
 
+# The variable through which nats-server's configuration reads the store's key: the key never
+# touches the data folder, only the environment of the server's process.
+STORE_KEY_VARIABLE = "PRIVPOLL_NATS_STORE_KEY"
+STORE_CONFIG = f"""# Written by privpoll: the JetStream store is encrypted at rest (privacy.md).
+jetstream {{
+  cipher: chacha
+  key: ${STORE_KEY_VARIABLE}
+}}
+"""
+
+
 class NatsServer(_Server):
-    """nats-server with JetStream, its store under ``data_dir/jetstream``."""
+    """nats-server with JetStream, its store under ``data_dir/jetstream``; encrypted at rest
+    (ChaCha20-Poly1305) with ``store_key`` when one is given, a key kept out of ``data_dir``."""
 
     name = "nats-server"
     stop_signal = signal.SIGTERM
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, options: Sequence[str] = ()
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        options: Sequence[str] = (),
+        *,
+        store_key: str | None = None,
     ) -> None:
         super().__init__(data_dir, port, "nats")
         # More of nats-server's flags, e.g. ``--user``/``--pass`` or ``--tls`` (tests).
         self.options = list(options)
+        self.store_key = store_key
 
     @property
     def url(self) -> str:
@@ -204,10 +226,19 @@ class NatsServer(_Server):
             "--store_dir", str(self.data_dir / "jetstream"),
             *self.options,
         ]  # fmt: skip
+        env = dict(os.environ)
+        if self.store_key:
+            config = self.data_dir / "nats.conf"
+            config.write_text(STORE_CONFIG)
+            argv[1:1] = ["--config", str(config)]
+            # Quoted: nats-server parses a variable's value as configuration, and a key
+            # that starts with a digit or a dash would read as a number.
+            env[STORE_KEY_VARIABLE] = json.dumps(self.store_key)
         # stdout and stderr rather than --log: errors before logging is set up land there too.
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 argv,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -314,6 +345,8 @@ class PostgresServer(_Server):
             "-k", sockets,
             "-c", "max_connections=200",
             "-c", "log_min_messages=warning",
+            # The WAL forgets the batches once a poll is purged (privpoll.db.forget).
+            *[f"--{name}={value}" for name, value in forget.WAL_SETTINGS.items()],
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -418,3 +451,18 @@ class PostgresServer(_Server):
                         f"{START_TIMEOUT:.0f}s; {self.log_path} ends with:\n{_tail(self.log_path)}"
                     ) from None
                 time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_copy(cluster: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL on a second copy of ``cluster`` (a copy a thief took of a
+    running server, say): its DSN while the block runs; the copy is deleted after."""
+    with tempfile.TemporaryDirectory(prefix="privpoll-copy-") as scratch:
+        root = Path(scratch) / "postgres"
+        copy = root / "cluster"
+        shutil.copytree(cluster, copy, symlinks=True)
+        # A copy of a running server's folder: its lock file names a live process.
+        (copy / "postmaster.pid").unlink(missing_ok=True)
+        copy.chmod(0o700)
+        with PostgresServer(root, port=free_port()) as server:
+            yield server.dsn

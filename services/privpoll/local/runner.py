@@ -9,7 +9,6 @@ everything.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -21,36 +20,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from privpoll.bus import naming, topology
-from privpoll.core import randomness
+from privpoll.bus import naming
 from privpoll.db import storage
+from privpoll.local import secrets
+from privpoll.service import lifecycle
 from privpoll.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def load_secrets(settings: Settings) -> Settings:
-    """Admin token and HMAC key from the environment, else kept in the data folder."""
-    path = settings.data_dir / "secrets.json"
-    stored: dict[str, str] = {}
-    if path.exists():
-        stored = json.loads(path.read_text())
-    changed = False
-    for name in ("admin_token", "secret"):
-        if not stored.get(name):
-            stored[name] = randomness.token()
-            changed = True
-    if changed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(stored, out)
-    return settings.model_copy(
-        update={
-            "admin_token": settings.admin_token or stored["admin_token"],
-            "secret": settings.secret or stored["secret"],
-        }
-    )
 
 
 @dataclass
@@ -123,7 +99,7 @@ async def _reprovision(settings: Settings) -> None:
         js = nc.jetstream()
         with storage.connect(settings.database_url) as conn:
             for poll in storage.list_polls(conn):
-                await topology.provision_queue(js, poll, replicas=settings.stream_replicas)
+                await lifecycle.reprovision(js, conn, poll, replicas=settings.stream_replicas)
     finally:
         await nc.close()
 
@@ -152,7 +128,7 @@ def up(settings: Settings) -> None:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     token_given = bool(settings.admin_token)
-    settings = load_secrets(settings)
+    settings, store_key = secrets.load(settings)
 
     from privpoll.local.embedded import NatsServer, PostgresServer
 
@@ -166,7 +142,7 @@ def up(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if not settings.nats_url:
-            nats = NatsServer(settings.data_dir / "nats")
+            nats = NatsServer(settings.data_dir / "nats", store_key=store_key)
             servers.append(nats)
             nats.start()
             settings = settings.model_copy(update={"nats_url": nats.url})
@@ -216,6 +192,7 @@ def _banner(settings: Settings, token_given: bool) -> None:
                 f"privpoll is up at {settings.base_url}",
                 f"  admin token: {token}",
                 f"  data folder: {settings.data_dir}",
+                f"  secrets:     {secrets.folder(settings)} (back it up apart from the data)",
                 f"  logs:        {settings.data_dir / 'logs'}",
                 "  stop with Ctrl-C",
                 "",

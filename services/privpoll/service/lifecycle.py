@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -93,8 +94,22 @@ async def provision(
 ) -> Poll:
     """The row, then the queue: stream, both consumers, voters bucket and registry entry."""
     stored = await asyncio.to_thread(record, conn, poll, spec)
-    await topology.provision_queue(js, stored, replicas=replicas)
+    await reprovision(js, conn, stored, replicas=replicas)
     return stored
+
+
+async def reprovision(
+    js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
+) -> None:
+    """The poll's queue as it should be: all of it, or once the poll is re-mixed the registry
+    entry alone (the stream is drained for good, and the purge deletes it and the voters
+    bucket; a vote reads "closed"). Re-mixed, not purged: so that a close or a reconcile
+    racing the purge does not recreate what the purge deletes."""
+    remixed = (await asyncio.to_thread(rewriting.progress, conn)).get(poll.name, (False, False))[0]
+    if remixed:
+        await topology.register(js, poll, replicas=replicas)
+    else:
+        await topology.provision_queue(js, poll, replicas=replicas)
 
 
 async def close(
@@ -105,10 +120,8 @@ async def close(
     if closed is not None:
         # The registry first: a vote that finds the stream gone looks the poll up there, and
         # must then read "closed" (410), not an open poll without a stream (503).
-        await (await topology.registry_bucket(js, replicas=replicas)).put(
-            name, closed.to_registry()
-        )
-        await topology.provision_queue(js, closed, replicas=replicas)
+        await topology.register(js, closed, replicas=replicas)
+        await reprovision(js, conn, closed, replicas=replicas)
     return closed
 
 
@@ -159,54 +172,86 @@ async def remix(
     refused = refusal(poll, await topology.drain(js, poll.name))
     if refused is not None:
         raise refused
-    return await asyncio.to_thread(rewriting.remix, conn, poll)
+    done = await asyncio.to_thread(rewriting.remix, conn, poll)
+    if done.purge != "pending":
+        await finish_purges(js, conn)
+    return done
+
+
+def _when(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    # The session's time zone is the database's choice: always say UTC.
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a closed poll is: re-mixed (rows rewritten), purged (old versions gone)."""
+    """How far a closed poll is: re-mixed (rows rewritten), purged (old versions gone from
+    the database's files, the stream and voters bucket deleted), and when."""
 
     remixed: bool
     purged: bool
     message: str | None = None
+    remixed_at: datetime | None = None
+    purged_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"remixed": self.remixed, "purged": self.purged}
+        found: dict[str, Any] = {
+            "remixed": self.remixed,
+            "purged": self.purged,
+            "remixedAt": _when(self.remixed_at),
+            "purgedAt": _when(self.purged_at),
+        }
         if self.message:
             found["message"] = self.message
         return found
+
+
+def history(conn: psycopg.Connection[Any], name: str) -> dict[str, str | None]:
+    """``remixedAt`` and ``purgedAt`` of a poll (null until then), as the API says them."""
+    remixed_at, purged_at = rewriting.times(conn, name)
+    return {"remixedAt": _when(remixed_at), "purgedAt": _when(purged_at)}
 
 
 async def advance(
     js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
 ) -> Progress | None:
     """The after-close step, run again and again: None while the poll is open; then the
-    re-mix once the sinks drained it; then the purge of old row versions until it holds."""
+    re-mix once the sinks drained it; then the purge of old row versions (from the files
+    and the WAL too) until it holds, and with it the poll's stream and voters bucket."""
     if poll.phase() is not Phase.CLOSED:
         return None
     remixed, purged = (await asyncio.to_thread(rewriting.progress, conn)).get(
         poll.name, (False, False)
     )
+    message = None
     if not remixed:
         try:
-            done = await remix(js, conn, poll, replicas=replicas)
+            message = (await remix(js, conn, poll, replicas=replicas)).describe()
         except NotReady:
             return Progress(remixed=False, purged=False)
-        return Progress(remixed=True, purged=done.purge != "pending", message=done.describe())
-    if not purged:
-        purged = await asyncio.to_thread(purge_remixed, conn)
-    return Progress(remixed=True, purged=purged)
+    elif not purged and await asyncio.to_thread(rewriting.purge, conn) != "pending":
+        await finish_purges(js, conn)
+    remixed, purged = (await asyncio.to_thread(rewriting.progress, conn)).get(
+        poll.name, (remixed, False)
+    )
+    remixed_at, purged_at = await asyncio.to_thread(rewriting.times, conn, poll.name)
+    return Progress(remixed, purged, message, remixed_at, purged_at)
 
 
-def purge_remixed(conn: psycopg.Connection[Any]) -> bool:
-    """Vacuum the vote tables; once no old version is left, every re-mixed poll is purged."""
-    if rewriting.purge(conn) == "pending":
-        return False
-    for name, (remixed, purged) in rewriting.progress(conn).items():
-        poll = storage.get_poll(conn, name) if remixed and not purged else None
-        if poll is not None:
-            rewriting.mark_purged(conn, poll.uid)
-    return True
+async def finish_purges(js: JetStream, conn: psycopg.Connection[Any]) -> None:
+    """Once the database forgot the old row versions (``rewriting.purge``): every re-mixed
+    poll whose history no read reaches any more loses its stream and voters bucket, and only
+    then is marked purged."""
+    for name, (remixed, purged) in (await asyncio.to_thread(rewriting.progress, conn)).items():
+        poll = await asyncio.to_thread(storage.get_poll, conn, name) if remixed else None
+        if poll is None or purged:
+            continue
+        if not await asyncio.to_thread(rewriting.history_gone, conn, poll.uid):
+            continue
+        await topology.remove_votes(js, name)
+        await asyncio.to_thread(rewriting.mark_purged, conn, poll.uid)
 
 
 async def delete(

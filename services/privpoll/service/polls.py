@@ -178,6 +178,16 @@ def turnout(svc: Services, poll: Poll) -> dict[str, int]:
     return {"eligible": poll.eligible, "voters": voters, "votes": votes}
 
 
+def described(svc: Services, poll: Poll) -> dict[str, Any]:
+    """The poll as the API shows it: its summary, turnout, and when it was re-mixed and
+    purged (null until then)."""
+    with svc.pool.connection() as conn:
+        votes, voters, _ = storage.tally(conn, poll.uid)
+        history = lifecycle.history(conn, poll.name)
+    turnout = {"eligible": poll.eligible, "voters": voters, "votes": votes}
+    return {**poll.summary(), "turnout": turnout, **history}
+
+
 def voter_ids(svc: Services, poll: Poll) -> list[str]:
     with svc.pool.connection() as conn:
         return storage.voter_ids(conn, poll.name)

@@ -96,25 +96,20 @@ def create_poll() -> tuple[Response, int]:
 @api.get("/api/v1/polls")
 def list_polls() -> Response:
     _require_admin()
-    return jsonify(
-        [
-            {**p.summary(), "turnout": polls.turnout(services(), p)}
-            for p in polls.all_polls(services())
-        ]
-    )
+    return jsonify([polls.described(services(), p) for p in polls.all_polls(services())])
 
 
 @api.get("/api/v1/polls/<name>")
 def get_poll(name: str) -> Response:
     poll = polls.stored_poll(services(), name)
-    return jsonify({**poll.summary(), "turnout": polls.turnout(services(), poll)})
+    return jsonify(polls.described(services(), poll))
 
 
 @api.post("/api/v1/polls/<name>/close")
 def close_poll(name: str) -> Response:
     _require_admin()
     closed = polls.close_poll(services(), name)
-    return jsonify({**closed.summary(), "turnout": polls.turnout(services(), closed)})
+    return jsonify(polls.described(services(), closed))
 
 
 @api.delete("/api/v1/polls/<name>")

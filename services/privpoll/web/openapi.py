@@ -76,11 +76,23 @@ _POLL: dict[str, Any] = {
     "properties": _POLL_FIELDS,
 }
 
+_MOMENT: dict[str, Any] = {"type": ["string", "null"], "format": "date-time"}
 _POLL_WITH_TURNOUT: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": [*_POLL_FIELDS, "turnout"],
-    "properties": {**_POLL_FIELDS, "turnout": {"$ref": "#/components/schemas/Turnout"}},
+    "required": [*_POLL_FIELDS, "turnout", "remixedAt", "purgedAt"],
+    "properties": {
+        **_POLL_FIELDS,
+        "turnout": {"$ref": "#/components/schemas/Turnout"},
+        "remixedAt": {**_MOMENT, "description": "when its rows were re-mixed (null: not yet)"},
+        "purgedAt": {
+            **_MOMENT,
+            "description": (
+                "when the old row versions left the database's files and WAL and the "
+                "poll's stream and voters bucket were deleted (null: not yet)"
+            ),
+        },
+    },
 }
 
 _RESULTS_FIELDS: dict[str, Any] = {
