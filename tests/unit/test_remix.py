@@ -72,5 +72,8 @@ def test_what_the_remixer_reports() -> None:
     assert (
         Remixed("lunch", 3, 9, "gc")
         .describe()
-        .endswith("CockroachDB drops the old row versions within the vote tables' gc.ttlseconds")
+        .endswith(
+            "CockroachDB drops the old row versions within the vote tables' gc.ttlseconds; "
+            "the poll is purged once a read from before the re-mix is refused"
+        )
     )
