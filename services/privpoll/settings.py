@@ -41,14 +41,18 @@ class Settings(BaseModel):
     database_ca_secret: str = Field(
         default="", description="Secret whose ca.crt the sinks mount (a DSN with sslrootcert)"
     )
-    # Per client address and per ingest worker process (ratelimit.py): votes, and wrong admin
-    # tokens (sign-in page and API). "60/m", "5/s", "100/h" or "off".
-    vote_rate_limit: str = "120/m"
+    # Per client address and per ingest worker process (ratelimit.py): wrong vote tokens and
+    # unknown polls, and wrong admin tokens (sign-in page and API). Valid votes are never
+    # limited per address. "60/m", "5/s", "100/h" or "off".
+    guess_rate_limit: str = "60/m"
     signin_rate_limit: str = "10/m"
+    # All votes to one poll, per ingest worker process: "off", or a ceiling far above any
+    # electorate's rate (e.g. "2000/s") against a flood of valid votes.
+    poll_vote_ceiling: str = "off"
     # Proxies in front of the ingest whose X-Forwarded-For names the client (an ingress: 1).
     proxy_hops: int = Field(default=0, ge=0, le=5)
 
-    @field_validator("vote_rate_limit", "signin_rate_limit")
+    @field_validator("guess_rate_limit", "signin_rate_limit", "poll_vote_ceiling")
     @classmethod
     def _rate(cls, value: str) -> str:
         Rate.parse(value)

@@ -79,18 +79,18 @@ class VoteRoute:
 
     def _vote(self, environ: dict[str, Any], name: str) -> None:
         """Check and queue one vote; an ApiError says why not."""
-        wait = self.services.votes.spend(environ.get("REMOTE_ADDR") or "unknown")
-        if wait:
-            raise ratelimit.refused(wait, "votes")
-        body = read_json(environ, BODY_LIMIT, "a vote")
-        try:
-            ballot = VoteRequest.model_validate(body, strict=True)
-        except ValidationError as error:
-            found = problems(error)
-            raise ApiError(
-                400, "invalid_vote", describe(found), fields=[p.model_dump() for p in found]
-            ) from error
-        poll = polls.open_ballot(name, ballot.voter, ballot.token)
+        client = environ.get("REMOTE_ADDR") or "unknown"
+        with ratelimit.guarding(self.services.guesses, client):
+            body = read_json(environ, BODY_LIMIT, "a vote")
+            try:
+                ballot = VoteRequest.model_validate(body, strict=True)
+            except ValidationError as error:
+                found = problems(error)
+                raise ApiError(
+                    400, "invalid_vote", describe(found), fields=[p.model_dump() for p in found]
+                ) from error
+            poll = polls.open_ballot(name, ballot.voter, ballot.token)
+        ratelimit.ceiling(self.services.ceiling, poll.name)
         polls.cast(poll, ballot.voter, ballot.choice)
 
 
