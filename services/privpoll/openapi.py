@@ -339,7 +339,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "responses": {
                         "200": {
-                            "description": "Prometheus text; no label names a voter or choice",
+                            "description": (
+                                "Prometheus text, summed over the ingest's worker processes; "
+                                "no label names a voter or choice"
+                            ),
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         }
                     }

@@ -57,6 +57,8 @@ class Child:
     argv: list[str]
     log_path: Path
     pid_path: Path
+    # Added to the environment every child gets.
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -65,7 +67,11 @@ class Child:
     def start(self, env: dict[str, str]) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env={**env, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.pid_path.write_text(str(self.process.pid))
         self.started_at = time.monotonic()
@@ -113,6 +119,9 @@ def gunicorn_argv(settings: Settings, app: str) -> list[str]:
         # which each new server takes from the one before (privpoll up twice, the
         # benchmark's servers, the tests'); nothing of privpoll uses it.
         "--no-control-socket",
+        # A fresh PROMETHEUS_MULTIPROC_DIR per start; a dead worker's metrics marked dead.
+        "--config",
+        "python:privpoll.gunicorn_hooks",
         app,
     ]
 
@@ -124,7 +133,9 @@ def children(settings: Settings) -> list[Child]:
     run.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     ingest = gunicorn_argv(settings, "privpoll.ingest:create_app()")
-    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid")]
+    # The ingest's workers sum their metrics in files there (emptied at each start).
+    metrics = {"PROMETHEUS_MULTIPROC_DIR": str(run / "metrics")}
+    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid", metrics)]
     for role in messaging.ROLES:
         argv = [python, "-m", "privpoll", "sink", role]
         found.append(
