@@ -115,6 +115,10 @@ def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
     settings = _settings()
     if not settings.nats_url or not settings.database_url:
         raise click.ClickException("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
+    if settings.sink_metrics_addr:
+        from privpoll import sink_metrics
+
+        sink_metrics.serve(settings.sink_metrics_addr)
     runner = Sink(role, settings.nats_url, settings.database_url, list(polls) or None)
     _serve(runner.run())
 

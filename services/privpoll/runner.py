@@ -136,10 +136,16 @@ def children(settings: Settings) -> list[Child]:
     # The ingest's workers sum their metrics in files there (emptied at each start).
     metrics = {"PROMETHEUS_MULTIPROC_DIR": str(run / "metrics")}
     found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid", metrics)]
-    for role in messaging.ROLES:
+    for offset, role in enumerate(messaging.ROLES):
         argv = [python, "-m", "privpoll", "sink", role]
+        # One sink_metrics_addr for two processes: the actors sink takes its port, the ballots
+        # sink the next one.
+        own = {}
+        if settings.sink_metrics_addr:
+            host, _, port = settings.sink_metrics_addr.rpartition(":")
+            own["PRIVPOLL_SINK_METRICS_ADDR"] = f"{host}:{int(port) + offset}"
         found.append(
-            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid")
+            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid", own)
         )
     # Rewrites each poll's rows once it closed and the sinks drained it (remix.Watcher).
     remixer = [python, "-m", "privpoll", "remixer"]

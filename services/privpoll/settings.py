@@ -49,6 +49,9 @@ class Settings(BaseModel):
     # All votes to one poll, per ingest worker process: "off", or a ceiling far above any
     # electorate's rate (e.g. "2000/s") against a flood of valid votes.
     poll_vote_ceiling: str = "off"
+    # Where a sink serves its own /metrics ("host:port"; empty: nowhere; privpoll.sink_metrics).
+    # Under privpoll up the actors sink takes this port and the ballots sink the next one.
+    sink_metrics_addr: str = ""
     # Proxies in front of the ingest whose X-Forwarded-For names the client (an ingress: 1).
     proxy_hops: int = Field(default=0, ge=0, le=5)
 

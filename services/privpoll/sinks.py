@@ -30,7 +30,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
-from privpoll import envelope, messaging, provision, randomness, storage
+from privpoll import envelope, messaging, provision, randomness, sink_metrics, storage
 from privpoll.envelope import ReadEnvelope
 from privpoll.poll import Phase, Poll
 from privpoll.puller import Puller
@@ -298,6 +298,7 @@ class PollSink:
             return False
         # (Without a connection the acks are lost: only a harmless redelivery.)
         self.wire.acknowledge(batch.messages)
+        sink_metrics.committed(self.role, batch.messages, len(rows))
         self.stats.envelopes += len(batch)
         self.stats.rows += len(rows)
         self.stats.batches += 1

@@ -9,10 +9,13 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from privpoll.embedded import NatsServer, PostgresServer, free_port
 from tests.integration.conftest import CHOICES, System, poll_spec
 
 VOTERS = [f"voter-{i:04d}" for i in range(600)]
@@ -89,3 +92,48 @@ def test_counters_sum_the_workers_and_never_go_back(system: System) -> None:
     assert accepted == statuses[202]
     assert forged == statuses[403]
     assert answered == sum(statuses.values())
+
+
+def test_the_sinks_count_their_batches_and_lag_on_their_own_port(
+    tmp_path: Path, nats: NatsServer, postgres: PostgresServer
+) -> None:
+    port = free_port()
+    system = System(
+        tmp_path / "system",
+        nats,
+        postgres,
+        env={"PRIVPOLL_SINK_METRICS_ADDR": f"127.0.0.1:{port}"},
+    )
+    system.start()
+    try:
+        voters = VOTERS[:100]
+        system.create_poll("sunk", poll_spec(voters))
+        tokens = system.invitations("sunk")
+        for voter in voters:
+            assert system.vote("sunk", voter, tokens[voter], "tacos").status_code == 202
+        # The last envelopes wait for more to mix with until the poll closes.
+        system.close("sunk")
+        for offset, role in enumerate(("actors", "ballots")):
+            deadline = time.monotonic() + 120
+            while True:
+                text = httpx.get(f"http://127.0.0.1:{port + offset}/metrics", timeout=10).text
+                samples = {
+                    (s.name, s.labels.get("role")): s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                }
+                if samples.get(("privpoll_sink_batch_envelopes_sum", role)) == len(voters):
+                    break
+                assert time.monotonic() < deadline, f"{role}: {text}\n{system.output()}"
+                time.sleep(0.5)
+            batches = samples[("privpoll_sink_batch_envelopes_count", role)]
+            rows = samples[("privpoll_sink_rows_total", role)]
+            print(f"\n{role} sink: {batches:.0f} batches, {rows:.0f} rows")
+            assert samples[("privpoll_sink_batch_envelopes_sum", role)] == len(voters)
+            assert samples[("privpoll_sink_rows_total", role)] >= len(voters)
+            assert samples[("privpoll_sink_lag_seconds_count", role)] >= 1
+            assert ("privpoll_sink_pending_envelopes", role) in samples
+            for word in [*voters, *CHOICES, *tokens.values()]:
+                assert word not in text, f"the {role} sink's /metrics names {word}"
+    finally:
+        system.stop()
