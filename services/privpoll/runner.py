@@ -109,6 +109,9 @@ def gunicorn_argv(settings: Settings, app: str) -> list[str]:
         settings.http_addr,
         "--graceful-timeout",
         "5",
+        # The gevent worker reads a request's headers within its keep-alive timeout.
+        "--keep-alive",
+        str(settings.header_timeout),
         "--access-logfile",
         "-",
         # The path only (invitation links carry their token in the query string), written

@@ -29,6 +29,11 @@ class Settings(BaseModel):
     ingest_worker_class: Literal["gevent", "gthread"] = "gevent"
     ingest_threads: int = 16
     publish_timeout: float = 5.0
+    # Slow clients (privpoll.slow_clients): seconds for a request's headers to arrive (the
+    # gevent worker's keep-alive timeout, also how long an idle connection stays open), and
+    # for its body, counted from the end of its headers.
+    header_timeout: int = Field(default=5, ge=1)
+    body_timeout: float = Field(default=10.0, ge=0)
     stream_replicas: int = 1
     # Who provisions a poll created through the API: the ingest itself ("local"), or the
     # operator, for which the API creates a Poll resource in `namespace` ("kubernetes").
