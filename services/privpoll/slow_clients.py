@@ -4,9 +4,11 @@ gunicorn's gevent worker reads a request's headers under its keep-alive timeout 
 ``Settings.header_timeout``: the connection is closed when they are not all in by then), but
 reads the body with no deadline at all: a client that sends less than its Content-Length, a
 byte now and then, holds a greenlet and a connection for as long as it likes. ``body_deadline``
-gives the whole body ``Settings.body_timeout`` seconds from the moment the app sees the
-request; past it, the read raises ``SlowBody``, a 408 JSON error (or page), and gunicorn drops
-the connection when the rest of the body does not arrive within its keep-alive timeout.
+gives the body ``Settings.body_timeout`` seconds from the moment the app sees the request, and
+one second more for every ``MIN_RATE`` bytes that arrive (Apache's mod_reqtimeout does the
+same: a large voter list on a slow link gets through, a trickle gains nothing); past it, the
+read raises ``SlowBody``, a 408 JSON error (or page), and gunicorn drops the connection when
+the rest of the body does not arrive within its keep-alive timeout.
 
 Only the gevent worker class gets the deadline: ``gevent.Timeout`` interrupts a greenlet
 blocked on a socket, not a thread of the gthread worker (behind an ingress, the ingress's own
@@ -21,6 +23,9 @@ from typing import Any
 
 from privpoll.errors import ApiError
 from privpoll.request_body import StartResponse, WsgiApp
+
+# Bytes a second a body must keep arriving at, once past its first ``body_timeout`` seconds.
+MIN_RATE = 10_000
 
 
 class SlowBody(ApiError):
@@ -56,6 +61,7 @@ class _Deadline:
             raise SlowBody(self._seconds) from None
         finally:
             timeout.close()
+        self._deadline += len(data) / MIN_RATE
         return data
 
     def read(self, size: int | None = -1) -> bytes:
