@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from privpoll import polls, provision, ratelimit, remix, storage, tokens, vote_route
+from privpoll import migrations, polls, provision, ratelimit, remix, storage, tokens, vote_route
 from privpoll.ballot_box import QueueDown
 from privpoll.errors import ApiError
 from privpoll.ingest import client_address, services
@@ -64,10 +64,11 @@ def healthz() -> Response:
 @api.get("/readyz")
 def readyz() -> tuple[Response, int]:
     svc = services()
-    checks = {"nats": svc.box.connected, "database": True}
+    # Votes wait for the schema this code expects: the operator or privpoll up migrates.
+    checks = {"nats": svc.box.connected, "database": True, "schema": False}
     try:
         with svc.pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
+            checks["schema"] = migrations.is_current(conn)
     except Exception:
         checks["database"] = False
     ready = all(checks.values())

@@ -239,6 +239,30 @@ def results(name: str, as_json: bool) -> None:
     )
 
 
+@main.command()
+@click.option("--wait", default=120.0, show_default=True, help="seconds to wait for the database")
+def migrate(wait: float) -> None:
+    """Apply the database schema (safe beside other migrators; the operator runs this)."""
+    import time
+
+    import psycopg
+
+    from privpoll import migrations, storage
+
+    dsn = _database_url(_settings())
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with storage.connect(dsn) as conn:
+                version = migrations.migrate(conn)
+            break
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the database did not answer: {error}") from error
+            time.sleep(1)
+    click.echo(f"schema version {version} (of {migrations.LATEST})")
+
+
 def _database_url(settings: Settings) -> str:
     """PRIVPOLL_DATABASE_URL, else the PostgreSQL that `privpoll up` runs in the data folder."""
     if settings.database_url:
