@@ -109,5 +109,6 @@ async def _placement(url: str, stream: str) -> ClusterInfo:
         info = await nc.jetstream().stream_info(stream)
     finally:
         await nc.close()
-    assert info.cluster is not None, f"{stream} is not clustered"
-    return info.cluster
+    found: ClusterInfo | None = info.cluster
+    assert found is not None, f"{stream} is not clustered"
+    return found
