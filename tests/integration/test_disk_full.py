@@ -11,7 +11,7 @@ from pathlib import Path
 from privpoll.embedded import NatsServer, PostgresServer
 from tests.integration.conftest import System, Witness, poll_spec
 from tests.integration.small_disk import fill, free_bytes, small_disk
-from tests.integration.test_chaos import VOTES, Load, verify
+from tests.integration.test_chaos import VOTES, Load, record_figures, verify
 from tests.integration.test_faults import pending_acks
 
 REFUSALS = 8  # votes refused on the full disk before space is freed
@@ -125,3 +125,69 @@ def test_a_full_database_disk_holds_votes_in_the_stream_and_loses_none(
         finally:
             system.stop()
             postgres.stop()
+
+
+def test_a_jetstream_store_limit_refuses_votes_and_resumes_by_itself(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """The chart's way (nats.jetstream.maxFile below the volume's size): JetStream refuses
+    to store past its limit, long before the filesystem fills, and takes votes again as soon
+    as the sinks have drained the stream, with no restart."""
+    store = tmp_path / "nats" / "jetstream"
+    limit = tmp_path / "jetstream.conf"
+    limit.write_text("jetstream {\n  max_file_store: 256KB\n}\n")
+    with small_disk(store, "8m"):
+        nats = NatsServer(tmp_path / "nats", options=["-c", str(limit)])
+        nats.start()
+        system = System(tmp_path / "system", nats, postgres)
+        voters = [f"voter-{i:04d}" for i in range(max(VOTES, 600))]
+        try:
+            system.start()
+            system.create_poll("limit", poll_spec(voters))
+            load = Load(system, "limit", system.invitations("limit"))
+            # The database is away: the sinks hold every envelope, the stream grows.
+            postgres.stop()
+            try:
+                remaining = iter(voters)
+                refused = 0
+                for voter in remaining:
+                    load._one(voter)
+                    refused += load.answers[voter][-1] == 503
+                    if refused == REFUSALS:
+                        break
+                full = Counter(s for seen in load.answers.values() for s in seen)
+                lowest_free = free_bytes(store)
+            finally:
+                postgres.start()
+            assert refused == REFUSALS, f"the store never reached its limit: {full}"
+            # The sinks store and acknowledge what they held: JetStream frees it, votes resume.
+            started = time.monotonic()
+            load.retry_refused(timeout=120)
+            resumed_after = time.monotonic() - started
+            for voter in remaining:
+                load._one(voter)
+            load.retry_refused(timeout=120)
+            system.close("limit")
+            acknowledged = load.acknowledged()
+            deadline = time.monotonic() + 180
+            while len(system.stored("limit")[0]) < len(acknowledged):
+                assert time.monotonic() < deadline, system.output()
+                time.sleep(0.5)
+            stored = Counter(v for _, v in system.stored("limit")[0])
+            statuses = Counter(s for seen in load.answers.values() for s in seen)
+            record_figures(
+                "jetstream store limit reached", len(voters), acknowledged, stored, statuses
+            )
+            print(
+                f"\nJetStream store limit (256 KB) with the database away: {dict(full)}; the "
+                f"filesystem kept {lowest_free // 1024} KiB free; refused voters got in "
+                f"{resumed_after:.1f} s after the database came back, without a restart: "
+                f"{dict(statuses)}, {len(acknowledged)} acknowledged, "
+                f"{sum(stored.values())} stored"
+            )
+            assert 500 not in statuses
+            assert set(stored) == acknowledged
+            assert all(stored[v] == 1 for v in acknowledged - load.refused())
+        finally:
+            system.stop()
+            nats.stop()
