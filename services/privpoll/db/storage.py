@@ -38,7 +38,8 @@ class OnCockroach:
     sql: LiteralString
 
 
-# Each migration is a list of statements, applied once, in one transaction.
+# Each migration is a list of idempotent statements, applied once (privpoll.migrations): on
+# PostgreSQL in one transaction, on CockroachDB one statement per transaction.
 MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
     (
         """CREATE TABLE IF NOT EXISTS polls (
@@ -113,29 +114,10 @@ def run_transaction(
 
 
 def migrate(conn: psycopg.Connection[Any]) -> None:
-    cockroach = is_cockroach(conn)
+    """The schema, applied once whoever else migrates at the same time (privpoll.migrations)."""
+    from privpoll import migrations
 
-    def apply(cur: psycopg.Cursor[Any]) -> list[LiteralString]:
-        after: list[LiteralString] = []
-        cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY)")
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version not in done:
-                for statement in script:
-                    if isinstance(statement, OnCockroach):
-                        if cockroach:
-                            after.append(statement.sql)
-                    else:
-                        cur.execute(statement)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version) VALUES (%s) ON CONFLICT DO NOTHING",
-                    (version,),
-                )
-        return after
-
-    for statement in run_transaction(conn, apply):
-        conn.execute(statement)
+    migrations.migrate(conn)
 
 
 # A poll's row as a Poll: its spec without the voter list (up to 100,000 ids, which only the

@@ -59,6 +59,8 @@ class Child:
     argv: list[str]
     log_path: Path
     pid_path: Path
+    # Added to the environment every child gets.
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -67,7 +69,11 @@ class Child:
     def start(self, env: dict[str, str]) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env={**env, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.pid_path.write_text(str(self.process.pid))
         self.started_at = time.monotonic()
@@ -105,6 +111,9 @@ def gunicorn_argv(settings: Settings, app: str) -> list[str]:
         settings.http_addr,
         "--graceful-timeout",
         "5",
+        # The gevent worker reads a request's headers within its keep-alive timeout.
+        "--keep-alive",
+        str(settings.header_timeout),
         "--access-logfile",
         "-",
         # The path only (invitation links carry their token in the query string), written
@@ -115,6 +124,9 @@ def gunicorn_argv(settings: Settings, app: str) -> list[str]:
         # which each new server takes from the one before (privpoll up twice, the
         # benchmark's servers, the tests'); nothing of privpoll uses it.
         "--no-control-socket",
+        # A fresh PROMETHEUS_MULTIPROC_DIR per start; a dead worker's metrics marked dead.
+        "--config",
+        "python:privpoll.gunicorn_hooks",
         app,
     ]
 
@@ -126,11 +138,19 @@ def children(settings: Settings) -> list[Child]:
     run.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     ingest = gunicorn_argv(settings, "privpoll.web.app:create_app()")
-    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid")]
-    for role in naming.ROLES:
+    # The ingest's workers sum their metrics in files there (emptied at each start).
+    metrics = {"PROMETHEUS_MULTIPROC_DIR": str(run / "metrics")}
+    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid", metrics)]
+    for offset, role in enumerate(naming.ROLES):
         argv = [python, "-m", "privpoll", "sink", role]
+        # One sink_metrics_addr for two processes: the actors sink takes its port, the ballots
+        # sink the next one.
+        own = {}
+        if settings.sink_metrics_addr:
+            host, _, port = settings.sink_metrics_addr.rpartition(":")
+            own["PRIVPOLL_SINK_METRICS_ADDR"] = f"{host}:{int(port) + offset}"
         found.append(
-            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid")
+            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid", own)
         )
     # Rewrites each poll's rows once it closed and the sinks drained it (remix.Watcher).
     remixer = [python, "-m", "privpoll", "remixer"]

@@ -33,7 +33,9 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.votes = Limiter(Rate.parse(settings.vote_rate_limit))
+        # Wrong vote tokens and unknown polls per address; valid votes spend nothing here.
+        self.guesses = Limiter(Rate.parse(settings.guess_rate_limit))
+        self.ceiling = Limiter(Rate.parse(settings.poll_vote_ceiling), clients=1000)
         # Counts wrong admin tokens only, on the sign-in page and on the API alike.
         self.signins = Limiter(Rate.parse(settings.signin_rate_limit))
         self._lock = threading.Lock()
@@ -131,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         raise RuntimeError("set PRIVPOLL_ADMIN_TOKEN and PRIVPOLL_SECRET (privpoll up does)")
     app = Flask(__name__)
     app.extensions["privpoll"] = Services(settings)
+    from privpoll.slow_clients import body_deadline
     from privpoll.web.request_body import guard_input
     from privpoll.web.vote_route import VoteRoute
 
@@ -139,6 +142,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = VoteRoute(app, app.wsgi_app)  # type: ignore[method-assign]
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    # A body that does not arrive in time is refused (slow_clients), inside the guard below.
+    app.wsgi_app = body_deadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign, assignment]
     # A body the server cannot read is the client's error (request_body.guard_input).
     app.wsgi_app = guard_input(app.wsgi_app)  # type: ignore[method-assign, assignment]
     app.config["MAX_CONTENT_LENGTH"] = 8 << 20

@@ -32,7 +32,7 @@ from werkzeug.wrappers import Response as WebResponse
 from privpoll.core import randomness, tokens
 from privpoll.core.poll import Phase, Poll
 from privpoll.core.results import expected_margin
-from privpoll.service import polls
+from privpoll.service import polls, ratelimit
 from privpoll.service.errors import ApiError
 from privpoll.service.ratelimit import retry_after
 from privpoll.web.app import client_address, services
@@ -413,7 +413,7 @@ def results_csv(name: str) -> WebResponse:
 # voter meet only inside ``polls.cast``.
 
 
-def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
+def _ballot_problem(error: ApiError, name: str) -> tuple[str, int, dict[str, str]]:
     kinds = {
         "poll_not_found": "missing",
         "invalid_token": "invalid",
@@ -425,7 +425,7 @@ def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
     poll = None
     if error.code in ("poll_closed", "poll_not_open", "already_voted"):
         poll = polls.stored_poll(name)
-    return page(
+    shown, status = page(
         "vote_problem.html",
         error.status,
         kind=kinds.get(error.code, "other"),
@@ -434,6 +434,8 @@ def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
         schedule=_schedule(poll) if poll else None,
         results_open=poll is not None and _results_open(poll),
     )
+    # e.g. the Retry-After of a 429
+    return shown, status, error.headers
 
 
 def _results_open(poll: Poll) -> bool:
@@ -464,7 +466,8 @@ def ballot(name: str) -> Any:
             ApiError(400, "invalid_token", "this link lacks its voter or token"), name
         )
     try:
-        poll = polls.open_ballot(name, voter, token)
+        with ratelimit.guarding(services().guesses, client_address()):
+            poll = polls.open_ballot(name, voter, token)
         if polls.has_voted(poll, voter):
             raise ApiError(409, "already_voted", "this invitation has been used to vote")
     except ApiError as error:
@@ -474,19 +477,18 @@ def ballot(name: str) -> Any:
 
 @pages.post("/vote/<name>")
 def cast(name: str) -> Any:
-    wait = services().votes.spend(client_address())
-    if wait:
-        return _slow_down(wait)
     voter = request.form.get("voter", "")
     token = request.form.get("token", "")
     choice = request.form.get("choice", "")
     try:
-        poll = polls.open_ballot(name, voter, token)
+        with ratelimit.guarding(services().guesses, client_address()):
+            poll = polls.open_ballot(name, voter, token)
     except ApiError as error:
         return _ballot_problem(error, name)
     if not choice:
         return _ballot_page(poll, voter, token, "Pick one of the choices, then vote.", 400)
     try:
+        ratelimit.ceiling(services().ceiling, poll.name)
         polls.cast(poll, voter, choice)
     except ApiError as error:
         if error.code == "invalid_choice":

@@ -30,6 +30,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from psycopg_pool import ConnectionPool
 from pydantic import ValidationError
 
+from privpoll import sink_metrics
 from privpoll.bus import naming, topology
 from privpoll.bus.puller import Puller
 from privpoll.bus.registry import Registry
@@ -300,6 +301,7 @@ class PollSink:
             return False
         # (Without a connection the acks are lost: only a harmless redelivery.)
         self.wire.acknowledge(batch.messages)
+        sink_metrics.committed(self.role, batch.messages, len(rows))
         self.stats.envelopes += len(batch)
         self.stats.rows += len(rows)
         self.stats.batches += 1
