@@ -4,6 +4,7 @@ a ballast file that takes all but a little of its space."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import subprocess
@@ -41,12 +42,19 @@ def free_bytes(path: Path) -> int:
 
 
 def fill(path: Path, leave: int) -> Path:
-    """A ballast file in ``path`` that leaves ``leave`` bytes of its filesystem free."""
+    """A ballast file in ``path`` that leaves about ``leave`` bytes of its filesystem free
+    (none, if the server wrote the rest meanwhile)."""
     ballast = path / "ballast"
     remaining = free_bytes(path) - leave
     chunk = b"\0" * (1 << 20)
     with ballast.open("wb") as out:
         while remaining > 0:
-            out.write(chunk[: min(remaining, len(chunk))])
+            try:
+                out.write(chunk[: min(remaining, len(chunk))])
+                out.flush()
+            except OSError as error:
+                if error.errno != errno.ENOSPC:
+                    raise
+                break
             remaining -= len(chunk)
     return ballast

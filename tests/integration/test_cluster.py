@@ -62,10 +62,12 @@ def _victim(cluster: NatsCluster, poll: str, which: str) -> str:
     if which == "bucket leader":
         assert bucket.leader is not None
         return bucket.leader
-    # A follower of both, when there is one: the kill that no client should notice.
+    # A follower of both that no client is connected to, when there is one: the kill that
+    # no voter should notice.
     followers = [p.name for p in stream.replicas or [] if p.name and p.name != bucket.leader]
     assert followers, stream
-    return followers[0]
+    quiet = [name for name in followers if cluster.nodes[name] is not cluster.first]
+    return (quiet or followers)[0]
 
 
 @pytest.mark.parametrize("which", ["stream leader", "bucket leader", "follower"])
