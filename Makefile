@@ -39,8 +39,12 @@ integration: install
 	$(BIN)/pytest -q tests/integration
 
 # The fault suite at full size (make test runs it small); figures in test-artifacts/chaos.json.
+# Besides single-server faults: a three-node NATS cluster losing its leaders, full disks,
+# 500 slow clients and 1,000 voters behind one address (-s: each test prints its counts).
+CHAOS_TESTS := test_chaos.py test_faults.py test_cluster.py test_disk_full.py test_slow_clients.py \
+	test_one_address.py
 chaos: install
-	PRIVPOLL_CHAOS_VOTES=2000 $(BIN)/pytest -q tests/integration/test_chaos.py tests/integration/test_faults.py
+	PRIVPOLL_CHAOS_VOTES=2000 $(BIN)/pytest -q -s $(addprefix tests/integration/,$(CHAOS_TESTS))
 
 # Ten minutes of votes at half the benchmarked rate (bench/soak.py): memory of every process
 # flat within 10%, no vote lost. Never part of make test; figures in bench/results/soak-*.json.

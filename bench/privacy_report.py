@@ -144,8 +144,6 @@ def running(root: Path) -> Iterator[tuple[str, str]]:
         "PRIVPOLL_HTTP_ADDR": f"127.0.0.1:{port}",
         "PRIVPOLL_ADMIN_TOKEN": ADMIN,
         "PRIVPOLL_LOG_LEVEL": "WARNING",
-        # Every voter votes from this machine's one address.
-        "PRIVPOLL_VOTE_RATE_LIMIT": "off",
     }
     with (root / "up.log").open("ab") as out:
         up = subprocess.Popen(

@@ -42,7 +42,7 @@ import psutil
 
 from bench import load, report, scale, servers, sinks, voting
 from privpoll import __version__
-from privpoll.db import storage
+from privpoll.db import migrations, storage
 from privpoll.local.embedded import NatsServer, PostgresServer, nats_server_binary
 
 HERE = Path(__file__).resolve().parent
@@ -93,7 +93,7 @@ def run(seconds: int, sink_votes: int, sections: set[str]) -> tuple[dict[str, An
         nats.start()
         pg.start()
         with storage.connect(pg.dsn) as conn:
-            storage.migrate(conn)
+            migrations.migrate(conn)
             row = conn.execute("SHOW server_version").fetchone()
         versions = {"PostgreSQL": str(row[0]) if row else "?"}
         plain = load.write_bodies(

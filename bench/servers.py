@@ -138,8 +138,6 @@ class Privpoll:
                 "database_url": pg.dsn,
                 "admin_token": ADMIN,
                 "log_level": "WARNING",
-                # wrk is one address; the per-address limit would measure itself.
-                "vote_rate_limit": "off",
             }
         )
         self.env = {**os.environ, **settings.to_env()}

@@ -24,7 +24,7 @@ from privpoll.bus import naming
 from privpoll.core.poll import Phase
 from privpoll.core.results import summarize
 from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
-from privpoll.db import storage
+from privpoll.db import migrations, storage
 from privpoll.service import lifecycle
 from privpoll.settings import Settings
 from privpoll_operator import deployments, kube
@@ -93,7 +93,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 
 def _migrate(config: Settings) -> None:
     with storage.connect(config.database_url) as conn:
-        storage.migrate(conn)
+        migrations.migrate(conn)
 
 
 @kopf.on.cleanup()

@@ -110,6 +110,10 @@ def sink(role: naming.Role, polls: tuple[str, ...]) -> None:
     settings = _settings()
     if not settings.nats_url or not settings.database_url:
         raise click.ClickException("set PRIVPOLL_NATS_URL and PRIVPOLL_DATABASE_URL")
+    if settings.sink_metrics_addr:
+        from privpoll.workers import sink_metrics
+
+        sink_metrics.serve(settings.sink_metrics_addr)
     runner = Sink(role, settings.nats_url, settings.database_url, list(polls) or None)
     _serve(runner.run())
 
@@ -325,6 +329,30 @@ def results(name: str, as_json: bool) -> None:
         "The numbers are estimates: fake ballots are mixed in on purpose so no one can tell who "
         "voted how; the true count lies in the interval 95% of the time."
     )
+
+
+@main.command()
+@click.option("--wait", default=120.0, show_default=True, help="seconds to wait for the database")
+def migrate(wait: float) -> None:
+    """Apply the database schema (safe beside other migrators; the operator runs this)."""
+    import time
+
+    import psycopg
+
+    from privpoll.db import migrations, storage
+
+    dsn = _database_url(_settings())
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with storage.connect(dsn) as conn:
+                version = migrations.migrate(conn)
+            break
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the database did not answer: {error}") from error
+            time.sleep(1)
+    click.echo(f"schema version {version} (of {migrations.LATEST})")
 
 
 def _database_url(settings: Settings) -> str:

@@ -56,6 +56,11 @@ class Settings(BaseModel):
     ingest_worker_class: Literal["gevent", "gthread"] = "gevent"
     ingest_threads: int = 16
     publish_timeout: float = 5.0
+    # Slow clients (privpoll.web.slow_clients): seconds for a request's headers to arrive (the
+    # gevent worker's keep-alive timeout, also how long an idle connection stays open), and
+    # for its body, counted from the end of its headers.
+    header_timeout: int = Field(default=5, ge=1)
+    body_timeout: float = Field(default=10.0, ge=0)
     stream_replicas: int = 1
     # Who provisions a poll created through the API: the ingest itself ("local"), or the
     # operator, for which the API creates a Poll resource in `namespace` ("kubernetes").
@@ -76,10 +81,18 @@ class Settings(BaseModel):
     sink_resources: str = (
         '{"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}'
     )
-    # Per client address and per ingest worker process (ratelimit.py): votes, and wrong admin
-    # tokens (sign-in page and API). "60/m", "5/s", "100/h" or "off".
-    vote_rate_limit: str = "120/m"
+    # Per client address and per ingest worker process (ratelimit.py): wrong vote tokens and
+    # unknown polls, and wrong admin tokens (sign-in page and API). Valid votes are never
+    # limited per address. "60/m", "5/s", "100/h" or "off".
+    guess_rate_limit: str = "60/m"
     signin_rate_limit: str = "10/m"
+    # All votes to one poll, per ingest worker process: "off", or a ceiling far above any
+    # electorate's rate (e.g. "2000/s") against a flood of valid votes.
+    poll_vote_ceiling: str = "off"
+    # Where a sink serves its own /metrics ("host:port"; empty: nowhere;
+    # privpoll.workers.sink_metrics). Under privpoll up the actors sink takes this port and the
+    # ballots sink the next one.
+    sink_metrics_addr: str = ""
     # E-mail to voters (invitations and reminders): smtp://[user:password@]host:port, with
     # STARTTLS when the server offers it, or smtps:// for TLS from the start. Empty: no e-mail.
     smtp_url: str = Field(default="", repr=False)
@@ -98,7 +111,7 @@ class Settings(BaseModel):
             raise ValueError('sink resources are {"requests": {...}, "limits": {...}}')
         return value
 
-    @field_validator("vote_rate_limit", "signin_rate_limit")
+    @field_validator("guess_rate_limit", "signin_rate_limit", "poll_vote_ceiling")
     @classmethod
     def _rate(cls, value: str) -> str:
         Rate.parse(value)

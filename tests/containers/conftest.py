@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from privpoll.bus import naming
-from privpoll.db import storage
+from privpoll.db import migrations, storage
 from privpoll.settings import Settings
 from privpoll_operator import deployments
 from tests.containers.podman import Container, Pod, Spec, images, wait_for
@@ -188,7 +188,7 @@ def backend(chart: Chart, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         wait_for(lambda: _database_ready(running.database_url), "PostgreSQL", logs=postgres)
         # What the operator does at its start (privpoll up does it too): the schema.
         with storage.connect(running.database_url) as conn:
-            storage.migrate(conn)
+            migrations.migrate(conn)
         wait_for(lambda: "Server is ready" in nats.logs(), "NATS", logs=nats)
         yield running
     finally:

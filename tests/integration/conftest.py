@@ -69,9 +69,9 @@ def poll_spec(voters: list[str], **changes: Any) -> dict[str, Any]:
 class System:
     """``privpoll up`` as a user starts it, pointed at the test's NATS and PostgreSQL.
 
-    Every request of a test comes from one address, so the vote rate limit (per address) is
-    off unless a test sets ``PRIVPOLL_VOTE_RATE_LIMIT`` in ``env``. ``dsn``: a database of its
-    own on the server, instead of the one the session's tests share.
+    Every request of a test comes from one address, so the limit on wrong tokens and unknown
+    polls (per address) is off unless a test sets ``PRIVPOLL_GUESS_RATE_LIMIT`` in ``env``.
+    ``dsn``: a database of its own on the server, instead of the one the session's tests share.
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class System:
     ) -> None:
         self.root = root
         self.dsn = dsn or postgres.dsn
-        self.extra_env = {"PRIVPOLL_VOTE_RATE_LIMIT": "off", **(env or {})}
+        self.extra_env = {"PRIVPOLL_GUESS_RATE_LIMIT": "off", **(env or {})}
         self.data = root / "data"
         self.nats = nats
         self.postgres = postgres

@@ -54,7 +54,7 @@ def started(root: Path, postgres: PostgresServer) -> Iterator[System]:
         nats,
         postgres,
         # Limits high enough for a test that sends many wrong tokens on purpose.
-        env={"PRIVPOLL_VOTE_RATE_LIMIT": "50/s", "PRIVPOLL_SIGNIN_RATE_LIMIT": "50/s"},
+        env={"PRIVPOLL_GUESS_RATE_LIMIT": "50/s", "PRIVPOLL_SIGNIN_RATE_LIMIT": "50/s"},
         dsn=fresh_database(postgres, "badinput"),
     )
     try:

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 
 from privpoll.audit import files
-from privpoll.db import forget, storage
+from privpoll.db import forget, migrations, storage
 from privpoll.local.embedded import PostgresServer, free_port
 from tests.integration.conftest import fresh_database, poll_spec
 from tests.integration.test_local_runtime import start, stop
@@ -172,7 +172,7 @@ def test_free_space_and_index_pages_keep_deleted_rows_until_the_files_are_rewrit
     dsn = fresh_database(postgres, "freespace")
     poll, other = uuid.uuid4(), uuid.uuid4()
     with psycopg.connect(dsn, autocommit=True) as conn:
-        storage.migrate(conn)
+        migrations.migrate(conn)
         # Two polls' rows on the same pages, as the sinks of polls open at once write them.
         for _ in range(30):
             storage.write_ballots(conn, poll, [(uuid.uuid4(), "pizza") for _ in range(10)])

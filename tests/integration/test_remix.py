@@ -15,7 +15,7 @@ import pytest
 from privpoll.core import randomness
 from privpoll.core.poll import Poll
 from privpoll.core.spec import PollSpec
-from privpoll.db import remix, storage
+from privpoll.db import migrations, remix, storage
 from privpoll.local.embedded import PostgresServer
 from tests.integration.conftest import fresh_database
 from tests.ordering import disk_order_of
@@ -32,7 +32,7 @@ def dsn(postgres: PostgresServer) -> str:
 @pytest.fixture
 def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
     with storage.connect(dsn) as connection:
-        storage.migrate(connection)
+        migrations.migrate(connection)
         yield connection
 
 

@@ -30,7 +30,7 @@ def guarded(tmp_path: Path, nats: NatsServer, postgres: PostgresServer) -> Itera
             "PRIVPOLL_SECRET": SECRET,
             "PRIVPOLL_LOG_LEVEL": "DEBUG",
             "PRIVPOLL_INGEST_WORKERS": "1",
-            "PRIVPOLL_VOTE_RATE_LIMIT": "40/h",
+            "PRIVPOLL_GUESS_RATE_LIMIT": "40/h",
             "PRIVPOLL_SIGNIN_RATE_LIMIT": "5/m",
         },
     )
@@ -87,17 +87,17 @@ def test_no_log_holds_a_secret_and_metrics_name_nobody(guarded: System) -> None:
         assert word not in metrics, f"/metrics names {word}"
 
 
-def test_votes_past_the_limit_get_429_with_retry_after(guarded: System) -> None:
+def test_guesses_past_the_limit_get_429_with_retry_after(guarded: System) -> None:
     system = guarded
     system.create_poll("flood", poll_spec(VOTERS))
     tokens = system.invitations("flood")
-    answers = [system.vote("flood", v, tokens[v], "pizza") for v in VOTERS]
-    statuses = [a.status_code for a in answers]
-    assert statuses == [202] * 12, statuses
-    # The bucket holds 40 (and refills one every 90 s): 28 left; then the burst is refused.
-    burst = [system.vote("flood", VOTERS[0], "forged", "pizza") for _ in range(32)]
-    assert [a.status_code for a in burst] == [403] * 28 + [429] * 4
-    refused = burst[-1]
+    # Wrong tokens and unknown polls spend from the bucket of 40 (one back every 90 s)...
+    guesses = [system.vote("flood", VOTERS[0], "forged", "pizza") for _ in range(30)]
+    guesses += [system.vote("no-such-poll", VOTERS[0], "forged", "pizza") for _ in range(10)]
+    assert [a.status_code for a in guesses] == [403] * 30 + [404] * 10
+    # ...valid votes spend nothing, but an address out of guesses waits even with one.
+    refused = system.vote("flood", VOTERS[1], tokens[VOTERS[1]], "pizza")
+    assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "rate_limited"
     assert 1 <= int(refused.headers["Retry-After"]) <= 90
     # From another address (all of 127/8 is this machine) the door is open.

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from privpoll.db import storage
+from privpoll.db import migrations, storage
 from privpoll.local.embedded import PostgresServer
 from tests.ordering import disk_order_of
 
@@ -74,7 +74,7 @@ def test_a_batch_is_stored_exactly_as_given(postgres: PostgresServer) -> None:
     rows: list[storage.Row] = [(str(uuid.uuid4()), value) for value in AWKWARD]
     rows.append((uuid.uuid4(), "a uuid object"))
     with storage.connect(postgres.dsn) as conn:
-        storage.migrate(conn)
+        migrations.migrate(conn)
         storage.write_ballots(conn, poll, rows[:3])
         storage.write_ballots(conn, poll, rows)  # rows[:3] stored already: the fallback
         storage.write_actors(conn, poll, rows)
@@ -92,7 +92,7 @@ def test_a_batch_that_fails_part_way_stores_nothing(postgres: PostgresServer) ->
     rows: list[storage.Row] = [(str(uuid.uuid4()), f"choice {n}") for n in range(500)]
     rows.append(("not-a-uuid", "refused"))
     with storage.connect(postgres.dsn) as conn:
-        storage.migrate(conn)
+        migrations.migrate(conn)
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
             storage.write_ballots(conn, poll, rows)
         stored = conn.execute("SELECT count(*) FROM ballots WHERE poll = %s", (poll,)).fetchone()
@@ -127,7 +127,7 @@ def test_a_batch_lands_on_disk_in_an_order_unrelated_to_its_arrival(
     by_copy, by_insert = uuid.uuid4(), uuid.uuid4()
     rows: list[storage.Row] = [(uuid.uuid4(), f"row {n}") for n in range(400)]
     with storage.connect(postgres.dsn) as conn:
-        storage.migrate(conn)
+        migrations.migrate(conn)
         write(conn, by_copy, rows)
         write(conn, by_insert, rows[:1])
         write(conn, by_insert, rows)  # holds rows[0]: the fallback writes the other 399
@@ -145,7 +145,7 @@ def test_tally_counts_votes_voters_and_ballots_of_one_poll(postgres: PostgresSer
     another poll's rows never count."""
     poll, other = uuid.uuid4(), uuid.uuid4()
     with storage.connect(postgres.dsn) as conn:
-        storage.migrate(conn)
+        migrations.migrate(conn)
         assert storage.tally(conn, poll) == (0, 0, {})
         assert storage.voted(conn, poll) == set()
         voters = ["alice", "bob", "alice", "carol"]

@@ -11,6 +11,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from privpoll.service import ratelimit
+from privpoll.service.errors import ApiError
 from privpoll.service.ratelimit import Limiter
 from privpoll.settings import Rate, Settings
 from privpoll.web.app import create_app
@@ -39,7 +41,7 @@ def test_rates_read_as_people_write_them() -> None:
 
 def test_a_wrong_rate_in_the_environment_is_named_at_start() -> None:
     with pytest.raises(ValueError, match="'lots' is not a rate"):
-        Settings.from_env({"PRIVPOLL_VOTE_RATE_LIMIT": "lots"})
+        Settings.from_env({"PRIVPOLL_GUESS_RATE_LIMIT": "lots"})
 
 
 def test_the_bucket_allows_a_burst_then_refills_evenly() -> None:
@@ -124,35 +126,55 @@ def test_signing_in_right_spends_nothing() -> None:
     assert [sign_in(one.test_client(), ADMIN) for _ in range(5)] == [303] * 5
 
 
-def test_votes_are_limited_per_address_before_anything_else() -> None:
-    client = app(vote_rate_limit="2/m").test_client()
+# A name no poll can have: 404 before any lookup, so no server is needed.
+UNKNOWN = "/api/v1/polls/No_Such_Poll/votes"
+BALLOT = {"voter": "alice", "token": "forged", "choice": "pizza"}
 
-    def vote(address: str = "127.0.0.1") -> int:
-        answer = client.post(
-            "/api/v1/polls/lunch/votes", data="x", environ_base={"REMOTE_ADDR": address}
-        )
+
+def test_unknown_polls_are_limited_per_address_and_bad_bodies_are_not() -> None:
+    client = app(guess_rate_limit="2/m").test_client()
+
+    def vote(address: str = "127.0.0.1", body: object = BALLOT) -> int:
+        answer = client.post(UNKNOWN, json=body, environ_base={"REMOTE_ADDR": address})
         return answer.status_code
 
-    assert [vote(), vote()] == [415, 415]
-    assert vote() == 429
-    assert vote("10.1.2.3") == 415
-    form = client.post("/vote/lunch", data={"csrf": csrf(client)})
-    assert form.status_code == 429, "the voting page shares the vote endpoint's limit"
-    assert form.headers["Retry-After"] == "30"
+    assert [vote(body={"voter": 1}) for _ in range(5)] == [400] * 5, "no guess: nothing spent"
+    assert [vote(), vote()] == [404, 404]
+    refused = client.post(UNKNOWN, json=BALLOT)
+    assert refused.status_code == 429
+    assert refused.json is not None
+    assert refused.json["error"]["code"] == "rate_limited"
+    assert refused.headers["Retry-After"] == "30"
+    assert vote("10.1.2.3") == 404
+    form = {"csrf": csrf(client), **BALLOT}
+    page = client.post("/vote/No_Such_Poll", data=form)
+    assert page.status_code == 429, "the voting page shares the vote endpoint's limit"
+    assert page.headers["Retry-After"] == "30"
 
 
 def test_behind_a_proxy_the_forwarded_address_counts() -> None:
     def votes(proxy_hops: int) -> list[int]:
-        client = app(vote_rate_limit="1/m", proxy_hops=proxy_hops).test_client()
+        client = app(guess_rate_limit="1/m", proxy_hops=proxy_hops).test_client()
         return [
             client.post(
-                "/api/v1/polls/lunch/votes", data="x", headers={"X-Forwarded-For": f"10.0.0.{i}"}
+                UNKNOWN, json=BALLOT, headers={"X-Forwarded-For": f"10.0.0.{i}"}
             ).status_code
             for i in range(3)
         ]
 
-    assert votes(proxy_hops=1) == [415, 415, 415]
-    assert votes(proxy_hops=0) == [415, 429, 429], "without a trusted proxy the header is ignored"
+    assert votes(proxy_hops=1) == [404, 404, 404]
+    assert votes(proxy_hops=0) == [404, 429, 429], "without a trusted proxy the header is ignored"
+
+
+def test_the_poll_ceiling_counts_every_vote_of_a_poll() -> None:
+    limiter = Limiter(Rate(2, 1.0), clock=Clock())
+    ratelimit.ceiling(limiter, "lunch")
+    ratelimit.ceiling(limiter, "lunch")
+    with pytest.raises(ApiError) as refused:
+        ratelimit.ceiling(limiter, "lunch")
+    assert (refused.value.status, refused.value.code) == (429, "poll_busy")
+    assert refused.value.headers == {"Retry-After": "1"}
+    ratelimit.ceiling(limiter, "dinner")
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,8 @@ class OnCockroach:
     sql: LiteralString
 
 
-# Each migration is a list of statements, applied once, in one transaction.
+# Each migration is a list of idempotent statements, applied once (privpoll.db.migrations): on
+# PostgreSQL in one transaction, on CockroachDB one statement per transaction.
 MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
     (
         """CREATE TABLE IF NOT EXISTS polls (
@@ -136,34 +137,6 @@ def run_transaction(
             log.info("transaction conflict (%s), retry %d in %.3fs", error.sqlstate, attempt, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def migrate(conn: psycopg.Connection[Any]) -> None:
-    cockroach = is_cockroach(conn)
-
-    def apply(cur: psycopg.Cursor[Any]) -> list[LiteralString]:
-        after: list[LiteralString] = []
-        cur.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY)")
-        cur.execute("SELECT version FROM schema_migrations")
-        done = {row[0] for row in cur.fetchall()}
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version not in done:
-                for statement in script:
-                    if isinstance(statement, OnCockroach):
-                        if cockroach:
-                            after.append(statement.sql)
-                    else:
-                        cur.execute(statement)
-                cur.execute(
-                    "INSERT INTO schema_migrations (version) VALUES (%s) ON CONFLICT DO NOTHING",
-                    (version,),
-                )
-        return after
-
-    for statement in run_transaction(conn, apply):
-        conn.execute(statement)
-    if cockroach:
-        ensure_gc_ttl(conn)
 
 
 def ensure_gc_ttl(conn: psycopg.Connection[Any], *, attempts: int = 5) -> None:

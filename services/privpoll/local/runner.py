@@ -21,7 +21,7 @@ from types import FrameType
 from typing import IO
 
 from privpoll.bus import naming
-from privpoll.db import storage
+from privpoll.db import migrations, storage
 from privpoll.local import secrets
 from privpoll.service import lifecycle
 from privpoll.settings import Settings
@@ -35,6 +35,8 @@ class Child:
     argv: list[str]
     log_path: Path
     pid_path: Path
+    # Added to the environment every child gets.
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -43,7 +45,11 @@ class Child:
     def start(self, env: dict[str, str]) -> None:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env={**env, **self.env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.pid_path.write_text(str(self.process.pid))
         self.started_at = time.monotonic()
@@ -81,11 +87,19 @@ def children(settings: Settings) -> list[Child]:
     run.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     ingest = gunicorn_argv()
-    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid")]
-    for role in naming.ROLES:
+    # The ingest's workers sum their metrics in files there (emptied at each start).
+    metrics = {"PROMETHEUS_MULTIPROC_DIR": str(run / "metrics")}
+    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid", metrics)]
+    for offset, role in enumerate(naming.ROLES):
         argv = [python, "-m", "privpoll", "sink", role]
+        # One sink_metrics_addr for two processes: the actors sink takes its port, the ballots
+        # sink the next one.
+        own = {}
+        if settings.sink_metrics_addr:
+            host, _, port = settings.sink_metrics_addr.rpartition(":")
+            own["PRIVPOLL_SINK_METRICS_ADDR"] = f"{host}:{int(port) + offset}"
         found.append(
-            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid")
+            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid", own)
         )
     # Rewrites each poll's rows once it closed and the sinks drained it (privpoll.workers.remixer).
     remixer = [python, "-m", "privpoll", "remixer"]
@@ -110,7 +124,7 @@ def prepare(settings: Settings) -> None:
     while True:
         try:
             with storage.connect(settings.database_url) as conn:
-                storage.migrate(conn)
+                migrations.migrate(conn)
             break
         # PostgreSQL still starting raises several kinds; after the deadline, the last one.
         except Exception:

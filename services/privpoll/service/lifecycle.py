@@ -20,8 +20,8 @@ from privpoll.bus.topology import Drain, JetStream
 from privpoll.core import randomness
 from privpoll.core.poll import Phase, Poll
 from privpoll.core.spec import PollSpec
+from privpoll.db import migrations, storage
 from privpoll.db import remix as rewriting
-from privpoll.db import storage
 from privpoll.db.remix import Remixed
 
 
@@ -34,7 +34,7 @@ def new_poll(name: str, spec: PollSpec) -> Poll:
 
 def record(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
     """The schema and the poll's row: the stored poll (the first poll of a name keeps it)."""
-    storage.migrate(conn)
+    migrations.migrate(conn)
     return storage.insert_poll(conn, poll, spec)
 
 
@@ -70,7 +70,7 @@ async def apply(
     """The stored poll ``name`` with ``spec``: recorded if new, changed if the change is safe.
     ``owner`` is the uid of the poll the caller made before (None: it made none yet); a poll
     of that name with another uid is someone else's. Refused says why not."""
-    await asyncio.to_thread(storage.migrate, conn)
+    await asyncio.to_thread(migrations.migrate, conn)
     existing = await asyncio.to_thread(storage.get_poll, conn, name)
     if existing is None:
         return await asyncio.to_thread(record, conn, new_poll(name, spec), spec)

@@ -1,21 +1,29 @@
-"""Rate limits per client address: a token bucket for each address.
+"""Rate limits: a token bucket for each client address (or poll).
+
+What is limited per address is guessing: wrong vote tokens, unknown polls and wrong admin
+tokens. A valid vote is never limited per address, since a whole school or company may vote
+from behind one NAT address, and a vote carries a 256-bit token that no limit makes safer.
 
 The buckets live in the worker process that serves the request, so an address may get up to
 workers times replicas times the limit before every worker refuses it. That is enough to stop
-a script hammering the vote endpoint or guessing the admin token, without shared state.
+a script guessing tokens or poll names, without shared state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from privpoll.service.errors import ApiError
 from privpoll.settings import Rate
+
+# The answers that tell a guesser something: each one spends from the address's bucket.
+GUESSES = frozenset({"invalid_token", "poll_not_found"})
 
 
 @dataclass
@@ -94,3 +102,31 @@ def refused(wait: float, what: str) -> ApiError:
         f"too many {what} from your address; try again in {retry_after(wait)} s",
         headers={"Retry-After": retry_after(wait)},
     )
+
+
+@contextlib.contextmanager
+def guarding(guesses: Limiter, client: str) -> Iterator[None]:
+    """Around a vote's checks: refuse an address that guessed too often (429 before any
+    work), and count a wrong token or an unknown poll against it. Valid votes spend nothing."""
+    wait = guesses.wait(client)
+    if wait:
+        raise refused(wait, "wrong tokens or unknown polls")
+    try:
+        yield
+    except ApiError as error:
+        if error.code in GUESSES:
+            guesses.spend(client)
+        raise
+
+
+def ceiling(limiter: Limiter, poll: str) -> None:
+    """The optional ceiling on all votes to one poll (per worker process): against a flood
+    of valid votes (a poll that counts repeated votes), never reached by an electorate."""
+    wait = limiter.spend(poll)
+    if wait:
+        raise ApiError(
+            429,
+            "poll_busy",
+            f"this poll takes more votes than it can right now; try again in {retry_after(wait)} s",
+            headers={"Retry-After": retry_after(wait)},
+        )

@@ -21,7 +21,9 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.votes = Limiter(Rate.parse(settings.vote_rate_limit))
+        # Wrong vote tokens and unknown polls per address; valid votes spend nothing here.
+        self.guesses = Limiter(Rate.parse(settings.guess_rate_limit))
+        self.ceiling = Limiter(Rate.parse(settings.poll_vote_ceiling), clients=1000)
         # Counts wrong admin tokens only, on the sign-in page and on the API alike.
         self.signins = Limiter(Rate.parse(settings.signin_rate_limit))
         self._lock = threading.Lock()

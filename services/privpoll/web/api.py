@@ -10,6 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from privpoll.core import tokens
+from privpoll.db import migrations
 from privpoll.service import erase, polls, ratelimit, reissue
 from privpoll.service import invitations as mailing
 from privpoll.service.errors import ApiError
@@ -65,10 +66,11 @@ def healthz() -> Response:
 @api.get("/readyz")
 def readyz() -> tuple[Response, int]:
     svc = services()
-    checks = {"nats": svc.box.connected, "database": True}
+    # Votes wait for the schema this code expects: the operator or privpoll up migrates.
+    checks = {"nats": svc.box.connected, "database": True, "schema": False}
     try:
         with svc.pool.connection(timeout=2) as conn:
-            conn.execute("SELECT 1")
+            checks["schema"] = migrations.is_current(conn)
     # Whatever fails here (no connection, a pool timeout, a broken one) means "not ready".
     except Exception:
         checks["database"] = False

@@ -18,6 +18,7 @@ from privpoll.settings import Settings
 from privpoll.web.api import api
 from privpoll.web.pages import pages
 from privpoll.web.request_body import guard_input
+from privpoll.web.slow_clients import body_deadline
 from privpoll.web.vote_route import VoteRoute
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.wsgi_app = VoteRoute(app, app.wsgi_app)  # type: ignore[method-assign]
     if settings.proxy_hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.proxy_hops)  # type: ignore[method-assign]
+    # A body that does not arrive in time is refused (slow_clients), inside the guard below.
+    app.wsgi_app = body_deadline(app.wsgi_app, settings.body_timeout)  # type: ignore[method-assign, assignment]
     # A body the server cannot read is the client's error (request_body.guard_input).
     app.wsgi_app = guard_input(app.wsgi_app)  # type: ignore[method-assign, assignment]
     app.config["MAX_CONTENT_LENGTH"] = 8 << 20

@@ -166,8 +166,12 @@ _READY: dict[str, Any] = {
         "checks": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["nats", "database"],
-            "properties": {"nats": {"type": "boolean"}, "database": {"type": "boolean"}},
+            "required": ["nats", "database", "schema"],
+            "properties": {
+                "nats": {"type": "boolean"},
+                "database": {"type": "boolean"},
+                "schema": {"type": "boolean"},
+            },
         },
     },
 }
@@ -514,7 +518,7 @@ def document() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "responses": {
-                        "200": _json(_READY, "NATS and the database answer"),
+                        "200": _json(_READY, "NATS and the database answer, the schema is current"),
                         "503": _json(_READY, "not ready: `checks` says which is missing"),
                     }
                 }
@@ -523,7 +527,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "responses": {
                         "200": {
-                            "description": "Prometheus text; no label names a voter or choice",
+                            "description": (
+                                "Prometheus text, summed over the ingest's worker processes; "
+                                "no label names a voter or choice"
+                            ),
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         }
                     }

@@ -32,7 +32,7 @@ from werkzeug.wrappers import Response as WebResponse
 from privpoll.core import randomness, tokens
 from privpoll.core.poll import Phase, Poll
 from privpoll.core.results import expected_margin
-from privpoll.service import erase, polls, reissue
+from privpoll.service import erase, polls, ratelimit, reissue
 from privpoll.service import invitations as mailing
 from privpoll.service.errors import PAGE_WORDS, ApiError
 from privpoll.service.ratelimit import retry_after
@@ -498,7 +498,7 @@ def results_csv(name: str) -> WebResponse:
 # voter meet only inside ``polls.cast``.
 
 
-def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
+def _ballot_problem(error: ApiError, name: str) -> tuple[str, int, dict[str, str]]:
     kinds = {
         "poll_not_found": "missing",
         "invalid_token": "invalid",
@@ -510,7 +510,7 @@ def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
     poll = None
     if error.code in ("poll_closed", "poll_not_open", "already_voted"):
         poll = polls.stored_poll(services(), name)
-    return page(
+    shown, status = page(
         "vote_problem.html",
         error.status,
         kind=kinds.get(error.code, "other"),
@@ -519,6 +519,8 @@ def _ballot_problem(error: ApiError, name: str) -> tuple[str, int]:
         schedule=_schedule(poll) if poll else None,
         results_open=poll is not None and _results_open(poll),
     )
+    # e.g. the Retry-After of a 429
+    return shown, status, error.headers
 
 
 def _results_open(poll: Poll) -> bool:
@@ -549,7 +551,8 @@ def ballot(name: str) -> Any:
             ApiError(400, "invalid_token", "this link lacks its voter or token"), name
         )
     try:
-        poll = polls.open_ballot(services(), name, voter, token)
+        with ratelimit.guarding(services().guesses, client_address()):
+            poll = polls.open_ballot(services(), name, voter, token)
         if polls.has_voted(services(), poll, voter):
             raise ApiError(409, "already_voted", "this invitation has been used to vote")
     except ApiError as error:
@@ -559,19 +562,18 @@ def ballot(name: str) -> Any:
 
 @pages.post("/vote/<name>")
 def cast(name: str) -> Any:
-    wait = services().votes.spend(client_address())
-    if wait:
-        return _slow_down(wait)
     voter = request.form.get("voter", "")
     token = request.form.get("token", "")
     choice = request.form.get("choice", "")
     try:
-        poll = polls.open_ballot(services(), name, voter, token)
+        with ratelimit.guarding(services().guesses, client_address()):
+            poll = polls.open_ballot(services(), name, voter, token)
     except ApiError as error:
         return _ballot_problem(error, name)
     if not choice:
         return _ballot_page(poll, voter, token, "Pick one of the choices, then vote.", 400)
     try:
+        ratelimit.ceiling(services().ceiling, poll.name)
         polls.cast(services(), poll, voter, choice)
     except ApiError as error:
         if error.code == "invalid_choice":

@@ -15,6 +15,7 @@ import http
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,6 +58,7 @@ class VoteRoute:
             return self.following(environ, start_response)
         # As werkzeug reads a path: WSGI hands it over as latin-1 text of the UTF-8 bytes.
         name = found.group(1).encode("latin-1").decode("utf-8", "replace")
+        started = time.perf_counter()
         status, body, headers = 202, QUEUED, [("Content-Type", "application/json")]
         try:
             self._vote(environ, name)
@@ -77,24 +79,25 @@ class VoteRoute:
         headers.extend(SECURITY_HEADERS)
         headers.append(("Cache-Control", "no-store"))
         headers.append(("Content-Length", str(len(body))))
+        self.services.metrics.vote_answered(status, time.perf_counter() - started)
         phrase = http.HTTPStatus(status).phrase
         start_response(f"{status} {phrase}", headers)
         return [body]
 
     def _vote(self, environ: dict[str, Any], name: str) -> None:
         """Check and queue one vote; an ApiError says why not."""
-        wait = self.services.votes.spend(environ.get("REMOTE_ADDR") or "unknown")
-        if wait:
-            raise ratelimit.refused(wait, "votes")
-        body = read_json(environ, BODY_LIMIT, "a vote")
-        try:
-            ballot = VoteRequest.model_validate(body, strict=True)
-        except ValidationError as error:
-            found = problems(error)
-            raise ApiError(
-                400, "invalid_vote", describe(found), fields=[p.model_dump() for p in found]
-            ) from error
-        poll = polls.open_ballot(self.services, name, ballot.voter, ballot.token)
+        client = environ.get("REMOTE_ADDR") or "unknown"
+        with ratelimit.guarding(self.services.guesses, client):
+            body = read_json(environ, BODY_LIMIT, "a vote")
+            try:
+                ballot = VoteRequest.model_validate(body, strict=True)
+            except ValidationError as error:
+                found = problems(error)
+                raise ApiError(
+                    400, "invalid_vote", describe(found), fields=[p.model_dump() for p in found]
+                ) from error
+            poll = polls.open_ballot(self.services, name, ballot.voter, ballot.token)
+        ratelimit.ceiling(self.services.ceiling, poll.name)
         polls.cast(self.services, poll, ballot.voter, ballot.choice)
 
 

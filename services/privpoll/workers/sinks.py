@@ -37,6 +37,7 @@ from privpoll.core import envelope, randomness
 from privpoll.core.envelope import ReadEnvelope
 from privpoll.core.poll import Phase, Poll
 from privpoll.db import storage
+from privpoll.workers import sink_metrics
 from privpoll.workers.mixing import MixingRule
 
 log = logging.getLogger(__name__)
@@ -295,6 +296,7 @@ class PollSink:
             return False
         # (Without a connection the acks are lost: only a harmless redelivery.)
         self.wire.acknowledge(batch.messages)
+        sink_metrics.committed(self.role, batch.messages, len(rows))
         self.stats.envelopes += len(batch)
         self.stats.rows += len(rows)
         self.stats.batches += 1
