@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from privpoll.embedded import free_port
 from tests.cluster.oci import File, write_image
-from tests.e2e.controlplane import ROOT, ControlPlane, need
+from tests.e2e.controlplane import ROOT, ControlPlane, binaries, need
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("PRIVPOLL_CACHE", Path.home() / ".cache" / "privpoll"))
@@ -130,7 +130,6 @@ class Cluster:
         # the machine's, not the test's.
         self._lock = (CACHE / "cluster.lock").open("w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
-        self.bins = self._build_binaries()
         images = self._build_images()
         state = self.root / "containerd"
         cni_conf = self.root / "cni"
@@ -151,19 +150,14 @@ class Cluster:
         self._wait("containerd", self.socket.exists, 30)
         self._wait("containerd", lambda: self._ok(["ctr", "-a", str(self.socket), "version"]), 30)
         for archive in [*images, *self.archives]:
-            self.ctr("images", "import", "--no-unpack=false", str(archive), timeout=600)
-
-    def _build_binaries(self) -> dict[str, str]:
-        from tests.e2e.controlplane import binaries
-
-        return binaries("cluster")
+            self.ctr("images", "import", str(archive), timeout=600)
 
     def _build_images(self) -> list[Path]:
-        """The pause, echo and CoreDNS images, packed from static binaries."""
+        """The pause and echo images, packed from static Go binaries."""
         out = self.root / "images"
         out.mkdir(parents=True, exist_ok=True)
-        built = {}
-        for name in ("pause", "echo"):
+        archives = []
+        for name, image in (("pause", PAUSE_IMAGE), ("echo", ECHO_IMAGE)):
             binary = out / name
             _run(
                 ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(binary), f"./{name}"],
@@ -171,17 +165,10 @@ class Cluster:
                 cwd=HERE / "images",
                 env={**os.environ, "CGO_ENABLED": "0"},
             )
-            built[name] = binary.read_bytes()
-        coredns = Path(self.bins["COREDNS_BIN"]).read_bytes()
-        return [
-            write_image(
-                out / "pause.tar", PAUSE_IMAGE, [File("/pause", built["pause"])], ["/pause"]
-            ),
-            write_image(out / "echo.tar", ECHO_IMAGE, [File("/echo", built["echo"])], ["/echo"]),
-            write_image(
-                out / "coredns.tar", COREDNS_IMAGE, [File("/coredns", coredns)], ["/coredns"]
-            ),
-        ]
+            archive = out / f"{name}.tar"
+            write_image(archive, image, [File(f"/{name}", binary.read_bytes())], [f"/{name}"])
+            archives.append(archive)
+        return archives
 
     def _write_cni(self, folder: Path) -> None:
         network = {
@@ -224,6 +211,7 @@ class Cluster:
             ],
         )  # fmt: skip
         self.plane.start("cluster")
+        self.bins = binaries("cluster")
         port, healthz = free_port(), free_port()
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -353,6 +341,10 @@ class Cluster:
                 "--v", "2",
             ],
         )  # fmt: skip
+        coredns = self.root / "images" / "coredns.tar"
+        binary = Path(self.bins["COREDNS_BIN"]).read_bytes()
+        write_image(coredns, COREDNS_IMAGE, [File("/coredns", binary)], ["/coredns"])
+        self.ctr("images", "import", str(coredns), timeout=600)
         manifest = string.Template((HERE / "coredns.yaml").read_text()).substitute(
             image=COREDNS_IMAGE, dns_ip=DNS_IP
         )
