@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl clean
+.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report chromium openssl cluster-deps e2e-cluster clean
 
 install: $(STAMP)
 
@@ -80,6 +80,28 @@ openssl:
 		else \
 			echo "Some tests need openssl: run 'sudo apt-get install openssl' (they skip without it)"; \
 		fi
+
+# A one-node Kubernetes cluster from real components (tests/cluster/README.md): containerd,
+# runc and the CNI plugins from Debian; kubelet, kube-proxy, the scheduler, the
+# controller-manager and CoreDNS built from their Go modules (first time: about N minutes).
+cluster-deps:
+	@missing=""; for tool in containerd runc iptables conntrack; do \
+		command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends containerd runc containernetworking-plugins iptables \
+				conntrack >/dev/null; \
+		else \
+			echo "The cluster tests need:$$missing (sudo apt-get install containerd runc containernetworking-plugins iptables conntrack)"; \
+		fi; \
+	fi
+
+# The user's story on that cluster. Never part of make test (see tests/cluster/README.md for
+# why); image archives to import: PRIVPOLL_IMAGE_ARCHIVES="privpoll.tar nats.tar postgres.tar".
+e2e-cluster: install cluster-deps openssl
+	PRIVPOLL_CLUSTER=1 $(BIN)/pytest -q -ra tests/cluster
 
 test: lint typecheck chromium openssl
 	$(BIN)/pytest -q -ra tests
