@@ -223,6 +223,10 @@ class Cluster:
             },
             "authorization": {"mode": "Webhook"},
             "cgroupDriver": "cgroupfs",
+            # This kernel mounts cgroup v1 controllers beside a v2 hierarchy (hybrid);
+            # Kubernetes 1.34 still runs on v1 when told not to refuse it.
+            "failCgroupV1": False,
+            "podLogsDir": str(self.root / "pod-logs"),
             "containerRuntimeEndpoint": f"unix://{self.socket}",
             "failSwapOn": False,
             "clusterDNS": [DNS_IP],
