@@ -311,8 +311,6 @@ class Cluster:
                 "--service-account-private-key-file", str(self.plane.root / "sa.key"),
                 "--root-ca-file", self.plane.ca,
                 "--service-cluster-ip-range", SERVICE_RANGE,
-                "--controllers", "*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,"
-                "-node-route-controller,-persistentvolume-expander",
             ],
         )  # fmt: skip
         # The controller-manager's ServiceAccount controller makes `default` in each namespace.
