@@ -202,8 +202,8 @@ class Cluster:
         self.plane = ControlPlane(
             self.root / "controlplane",
             host=host,
+            authorization="Node,RBAC",
             apiserver_args=[
-                "--authorization-mode", "Node,RBAC",
                 "--client-ca-file", str(pki / "ca.crt"),
                 "--kubelet-client-certificate", str(pki / "apiserver-kubelet.crt"),
                 "--kubelet-client-key", str(pki / "apiserver-kubelet.key"),

@@ -64,6 +64,7 @@ class ControlPlane:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     # Where the API server listens: loopback unless pods must reach it (tests/cluster).
     host: str = "127.0.0.1"
+    authorization: str = "RBAC"
     # Appended to kube-apiserver's flags; a repeated flag overrides the one above it.
     apiserver_args: list[str] = field(default_factory=list)
 
@@ -142,7 +143,7 @@ class ControlPlane:
                 "--profiling=false",
                 "--secure-port", str(secure_port),
                 "--cert-dir", str(self.root / "certs"),
-                "--authorization-mode", "RBAC",
+                "--authorization-mode", self.authorization,
                 "--token-auth-file", str(self.root / "tokens.csv"),
                 "--service-account-key-file", str(pub),
                 "--service-account-signing-key-file", str(key),
