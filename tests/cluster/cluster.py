@@ -314,9 +314,12 @@ class Cluster:
             ],
         )  # fmt: skip
         # The controller-manager's ServiceAccount controller makes `default` in each namespace.
+        plane = self.plane
         self._wait(
             "kube-controller-manager",
-            lambda: self._ok([self.plane_kubectl(), "get", "sa", "default", "-n", "default"]),
+            lambda: (
+                plane.kubectl("get", "sa", "default", "-n", "default", check=False).returncode == 0
+            ),
             90,
         )
 
@@ -459,6 +462,8 @@ class Cluster:
                 [self.bins["KUBE_PROXY_BIN"], "--cleanup"], capture_output=True, check=False
             )
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
+        if "kubelet" in self.processes:
+            self._kubelet_leftovers()
         self._unmount()
         if self.plane is not None:
             self.plane.stop()
@@ -503,6 +508,27 @@ class Cluster:
             with contextlib.suppress(OSError):
                 if mark in (proc / "cmdline").read_bytes():
                     os.kill(int(proc.name), 9)
+
+    def _kubelet_leftovers(self) -> None:
+        """The kubelet's KUBE-FIREWALL chain (it guards 127.0.0.0/8 from other hosts) and its
+        links in /var/log/containers to this node's logs: the only two things it writes
+        outside its folders."""
+        for family in ("iptables", "ip6tables"):
+            for hook in ("INPUT", "OUTPUT"):
+                while (
+                    subprocess.run(
+                        [family, "-w", "-D", hook, "-j", "KUBE-FIREWALL"], capture_output=True
+                    ).returncode
+                    == 0
+                ):
+                    pass
+            for step in ("-F", "-X"):
+                subprocess.run([family, "-w", step, "KUBE-FIREWALL"], capture_output=True)
+        links = Path("/var/log/containers")
+        if links.is_dir():
+            for link in links.iterdir():
+                if link.is_symlink() and str(link.readlink()).startswith(str(self.root)):
+                    link.unlink()
 
     def _unmount(self) -> None:
         """Volumes the kubelet mounted and rootfs mounts left below the test's folder."""
