@@ -207,7 +207,8 @@ class Cluster:
                 "--client-ca-file", str(pki / "ca.crt"),
                 "--kubelet-client-certificate", str(pki / "apiserver-kubelet.crt"),
                 "--kubelet-client-key", str(pki / "apiserver-kubelet.key"),
-                "--service-node-port-range", "30000-32767",
+                # The node's name resolves nowhere; its address does.
+                "--kubelet-preferred-address-types", "InternalIP",
             ],
         )  # fmt: skip
         self.plane.start("cluster")

@@ -120,8 +120,10 @@ def test_a_service_resolves_through_cluster_dns_and_routes_to_its_pods(cluster: 
     node.kubectl("rollout", "status", "-n", ns, "deployment/echo", "--timeout=180s")
     names = {p["metadata"]["name"] for p in node.get("pods", "-n", ns, "-l", "app=echo")["items"]}
     service = node.get("service", "echo", "-n", ns)
-    # From the node, through kube-proxy's rules for the ClusterIP.
-    answer = httpx.get(f"http://{service['spec']['clusterIP']}/", timeout=10)
+    # From the node, through kube-proxy's rules for the ClusterIP (written within a second or
+    # so of the Service's endpoints).
+    url = f"http://{service['spec']['clusterIP']}/"
+    answer = eventually(lambda: httpx.get(url, timeout=10), "kube-proxy routing the Service", 30)
     assert answer.text.strip() in names
     # From a pod, by name: the kubelet's resolv.conf points at CoreDNS's Service.
     client = {
