@@ -211,7 +211,8 @@ def test_helm_install_gets_every_pod_ready_through_its_probes(release: Release) 
         conditions = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}
         assert conditions.get("Ready") == "True", (pod["metadata"]["name"], pod["status"])
         for container in pod["spec"]["containers"]:
-            assert container.get("readinessProbe"), (pod["metadata"]["name"], container["name"])
+            probes = [p for p in ("readinessProbe", "livenessProbe") if container.get(p)]
+            assert probes, (pod["metadata"]["name"], container["name"])
 
 
 def _invitations(release: Release, poll: str) -> dict[str, str]:
