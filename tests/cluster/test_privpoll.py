@@ -309,7 +309,10 @@ def test_helm_test_passes(release: Release) -> None:
 
 
 class Voters(threading.Thread):
-    """Votes one voter after another until stopped; remembers every answer."""
+    """Votes one voter after another until stopped; remembers every answer.
+
+    All votes come from the node's one address, and the ingest limits each address (120 a
+    minute per worker process by default): three a second stays well below that."""
 
     def __init__(self, release: Release, poll: str, tokens: dict[str, str]) -> None:
         super().__init__(daemon=True)
@@ -323,7 +326,7 @@ class Voters(threading.Thread):
                 if self.stop.is_set():
                     return
                 self.answers.append((voter, _vote(client, self.release, self.poll, voter, token)))
-                time.sleep(0.05)
+                time.sleep(0.3)
 
     def accepted(self) -> int:
         return sum(1 for _, status in self.answers if status == 202)
@@ -333,11 +336,11 @@ class Voters(threading.Thread):
 
 
 def test_a_sink_pod_killed_mid_voting_loses_and_doubles_no_vote(release: Release) -> None:
-    voters = [f"v{i:04d}" for i in range(400)]
+    voters = [f"v{i:04d}" for i in range(150)]
     _apply_poll(release, "crowd", voters)
     voting = Voters(release, "crowd", _invitations(release, "crowd"))
     voting.start()
-    eventually(lambda: len(voting.answers) >= 60, "the first votes", 60)
+    eventually(lambda: len(voting.answers) >= 30, "the first votes", 60)
     for role in ("ballots", "actors"):
         selector = f"privpoll.dev/poll=crowd,app.kubernetes.io/component=sink-{role}"
         old = release.node.get("pods", "-n", NS, "-l", selector)["items"]
@@ -364,7 +367,7 @@ def test_a_sink_pod_killed_mid_voting_loses_and_doubles_no_vote(release: Release
 def test_helm_upgrade_rolls_the_ingest_without_refusing_or_losing_a_vote(
     release: Release,
 ) -> None:
-    _apply_poll(release, "rolling", [f"r{i:04d}" for i in range(1500)])
+    _apply_poll(release, "rolling", [f"r{i:04d}" for i in range(900)])
     selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=ingest"
     before = {
         p["metadata"]["name"] for p in release.node.get("pods", "-n", NS, "-l", selector)["items"]
@@ -377,13 +380,18 @@ def test_helm_upgrade_rolls_the_ingest_without_refusing_or_losing_a_vote(
         *release.values("--set-string", "ingest.podAnnotations.privpoll-test/revision=2"),
         "--wait", "--timeout", "4m",
     )  # fmt: skip
-    after = {
-        p["metadata"]["name"] for p in release.node.get("pods", "-n", NS, "-l", selector)["items"]
-    }
+
+    def old_ones_gone() -> set[str] | None:
+        pods = release.node.get("pods", "-n", NS, "-l", selector)["items"]
+        now = {p["metadata"]["name"] for p in pods}
+        return now if now.isdisjoint(before) else None
+
+    # Keep voting until the last old pod has gone: its endpoint leaves while it terminates.
+    after = eventually(old_ones_gone, "the old ingest pods gone", 180)
     time.sleep(3)
     voting.stop.set()
     voting.join(60)
-    assert before.isdisjoint(after), (before, after)
+    assert len(after) == 2
     assert voting.refused() == []
     results = _close_and_count(release, "rolling", voting.accepted())
     assert results["votes"]["total"] == voting.accepted()
@@ -407,9 +415,14 @@ def test_helm_uninstall_leaves_only_what_deploy_md_says(release: Release) -> Non
         if item["kind"] == "Pod" and item["metadata"].get("deletionTimestamp"):
             continue
         left.append((item["kind"], item["metadata"]["name"]))
-    # docs/deploy.md, "Uninstalling": NATS's claims and the auth Secret stay on purpose.
+    # docs/deploy.md, "Uninstalling": NATS's claims and the auth Secret stay on purpose, and
+    # the last `helm test` pod (helm deletes hook resources only before the next test run).
     assert sorted(left) == sorted(
-        [("PersistentVolumeClaim", f"data-{RELEASE}-nats-0"), ("Secret", RELEASE)]
+        [
+            ("PersistentVolumeClaim", f"data-{RELEASE}-nats-0"),
+            ("Pod", f"{RELEASE}-test"),
+            ("Secret", RELEASE),
+        ]
     )
     crd = release.node.kubectl("get", "crd", "polls.privpoll.dev", check=False)
     assert crd != "", "docs/deploy.md says the Poll CRD stays"
