@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import string
 import subprocess
@@ -80,6 +81,7 @@ class Cluster:
     refused: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cgroups_before: set[Path] = field(default_factory=set)
     _lock: IO[str] | None = None
 
     # --- paths -------------------------------------------------------------------------
@@ -195,6 +197,7 @@ class Cluster:
         (folder / "10-privpoll.conflist").write_text(json.dumps(network, indent=2))
 
     def _start_node(self) -> None:
+        self.cgroups_before = set(Path("/sys/fs/cgroup").glob("*/kubepods"))
         pki = self.root / "pki"
         pki.mkdir()
         host = node_address()
@@ -465,6 +468,9 @@ class Cluster:
         subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True, check=False)
         if "kubelet" in self.processes:
             self._kubelet_leftovers()
+            self._remove_cgroups()
+        if "containerd" in self.processes:
+            self._cni_leftovers()
         self._unmount()
         if self.plane is not None:
             self.plane.stop()
@@ -477,12 +483,12 @@ class Cluster:
         kubectl = [self.plane_kubectl(), "--kubeconfig", str(self.plane.kubeconfig)]  # type: ignore[union-attr]
         for kinds in ("deployments,replicasets,statefulsets,daemonsets,jobs", "pods"):
             subprocess.run(
-                [*kubectl, "delete", kinds, "--all", "-A", "--wait=false"],
+                [*kubectl, "delete", kinds, "--all", "-A", "--wait=false", "--grace-period=2"],
                 capture_output=True,
                 timeout=60,
                 check=False,
             )
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with contextlib.suppress(Refused, subprocess.TimeoutExpired):
                 if not self.ctr("tasks", "ls", "-q").stdout.split():
@@ -530,6 +536,33 @@ class Cluster:
             for link in links.iterdir():
                 if link.is_symlink() and str(link.readlink()).startswith(str(self.root)):
                     link.unlink()
+
+    def _remove_cgroups(self) -> None:
+        """The kubelet's kubepods cgroups (cgroupfs driver), empty once its pods are gone."""
+        for top in set(Path("/sys/fs/cgroup").glob("*/kubepods")) - self.cgroups_before:
+            for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    Path(folder).rmdir()
+
+    def _cni_leftovers(self) -> None:
+        """The bridge plugin's masquerade rules of any pod whose sandbox was not torn down
+        (the kubelet had no time to): they name this network, "privpoll"."""
+        saved = subprocess.run(
+            ["iptables-save", "-t", "nat"], capture_output=True, text=True, check=False
+        ).stdout.splitlines()
+        mark = 'name: \\"privpoll\\"'
+        chains = set()
+        for line in saved:
+            if line.startswith("-A CNI-") and mark in line:
+                chains.add(line.split()[1])
+            if line.startswith("-A POSTROUTING") and mark in line and " -j CNI-" in line:
+                chains.add(line.rsplit(" -j ", 1)[1])
+                rule = shlex.split(line)[2:]
+                subprocess.run(["iptables", "-w", "-t", "nat", "-D", "POSTROUTING", *rule],
+                               capture_output=True, check=False)  # fmt: skip
+        for chain in chains:
+            for step in ("-F", "-X"):
+                subprocess.run(["iptables", "-w", "-t", "nat", step, chain], capture_output=True)
 
     def _unmount(self) -> None:
         """Volumes the kubelet mounted and rootfs mounts left below the test's folder."""
