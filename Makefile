@@ -83,7 +83,7 @@ openssl:
 
 # A one-node Kubernetes cluster from real components (tests/cluster/README.md): containerd,
 # runc and the CNI plugins from Debian; kubelet, kube-proxy, the scheduler, the
-# controller-manager and CoreDNS built from their Go modules (first time: about N minutes).
+# controller-manager and CoreDNS built from their Go modules (first time: about 20 minutes).
 cluster-deps:
 	@missing=""; for tool in containerd runc iptables conntrack; do \
 		command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
