@@ -335,23 +335,39 @@ class Voters(threading.Thread):
         return [(voter, status) for voter, status in self.answers if status != 202]
 
 
+def _sink_selector(poll: str, role: str) -> str:
+    return f"privpoll.dev/poll={poll},app.kubernetes.io/component=sink-{role}"
+
+
 def test_a_sink_pod_killed_mid_voting_loses_and_doubles_no_vote(release: Release) -> None:
-    voters = [f"v{i:04d}" for i in range(150)]
+    voters = [f"v{i:04d}" for i in range(240)]
     _apply_poll(release, "crowd", voters)
     voting = Voters(release, "crowd", _invitations(release, "crowd"))
     voting.start()
     eventually(lambda: len(voting.answers) >= 30, "the first votes", 60)
+    killed = set()
     for role in ("ballots", "actors"):
-        selector = f"privpoll.dev/poll=crowd,app.kubernetes.io/component=sink-{role}"
-        old = release.node.get("pods", "-n", NS, "-l", selector)["items"]
-        assert old, f"no {role} sink pod of crowd ({selector})"
+        old = release.node.get("pods", "-n", NS, "-l", _sink_selector("crowd", role))["items"]
+        assert old, f"no {role} sink pod of crowd"
+        killed.add(old[0]["metadata"]["name"])
         release.node.kubectl(
             "delete", "pod", "-n", NS, old[0]["metadata"]["name"], "--grace-period=0", "--force"
         )
     for role in ("actors", "ballots"):
-        release.node.kubectl(
-            "rollout", "status", "-n", NS, f"deployment/privpoll-crowd-{role}", "--timeout=180s"
-        )
+
+        def replaced(role: str = role) -> bool:
+            pods = release.node.get("pods", "-n", NS, "-l", _sink_selector("crowd", role))
+            return any(
+                p["metadata"]["name"] not in killed
+                and any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in p["status"].get("conditions", [])
+                )
+                for p in pods["items"]
+            )
+
+        eventually(replaced, f"a new {role} sink pod Ready", 180)
+    assert voting.is_alive(), "voting ended before the sinks were back: kill earlier"
     voting.join(300)
     assert not voting.is_alive()
     assert voting.refused() == []
