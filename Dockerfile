@@ -37,7 +37,6 @@ USER 10001:10001
 # A root-owned, read-only working directory: `python -m` puts it on sys.path.
 WORKDIR /opt/privpoll
 EXPOSE 8000
-CMD ["gunicorn", "--worker-class", "gevent", "--bind", "0.0.0.0:8000", \
-     "--access-logfile", "-", "--logger-class", "privpoll.access_log.AccessLog", \
-     "--no-control-socket", \
-     "privpoll.ingest:create_app()"]
+# The ingest, as privpoll up and the chart run it (privpoll.web.gunicorn_conf).
+ENV PRIVPOLL_HTTP_ADDR=0.0.0.0:8000
+CMD ["gunicorn", "--config", "python:privpoll.web.gunicorn_conf"]

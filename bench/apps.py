@@ -2,7 +2,7 @@
 
 - ``ceiling()``: the web stack's ceiling: parse the JSON body, answer 202.
 - ``bare()``: the same endpoint as bare WSGI, without Flask: the ceiling of what privpoll's
-  vote route (privpoll.vote_route, which answers votes in front of Flask) runs on.
+  vote route (privpoll.web.vote_route, which answers votes in front of Flask) runs on.
 - ``naive()``: what a user would build instead: insert (voter, choice) into PostgreSQL with
   one commit per request.
 """

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
-from privpoll import linkage
+from privpoll.audit import linkage
 
 Design = Literal["single", "limesurvey"]
 DESIGNS: tuple[Design, Design] = ("single", "limesurvey")

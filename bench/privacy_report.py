@@ -35,10 +35,12 @@ from typing import Any
 import httpx
 
 from bench import baselines
-from privpoll import audit, linkage, noise, storage
-from privpoll.embedded import NatsServer, PostgresServer, free_port
-from privpoll.linkage import NoiseModel
-from privpoll.spec import PollRules
+from privpoll.audit import linkage, thief
+from privpoll.audit.linkage import NoiseModel
+from privpoll.core import noise
+from privpoll.core.spec import PollRules
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer, free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -289,9 +291,9 @@ def run(voters: int, per_second: float, seed: int) -> dict[str, Any]:
                 process.wait(60)
             figures["votingSeconds"] = round(time.monotonic() - started, 1)
             for setting in SETTINGS:
-                dumps = audit.load(root / "snapshots" / setting.name, setting.name)
-                during, spec_model = audit.inference(setting.name, dumps)
-                after, _ = audit.inference(setting.name, dumps[-1:])
+                dumps = thief.load(root / "snapshots" / setting.name, setting.name)
+                during, spec_model = thief.inference(setting.name, dumps)
+                after, _ = thief.inference(setting.name, dumps[-1:])
                 results = httpx.get(f"{url}/api/v1/polls/{setting.name}/results", timeout=30).json()
                 half, off = error_of(results, counts, voters)
                 rules = spec_model.rules()

@@ -192,7 +192,7 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         ours = _get(found, "privpoll", "accepted_per_s")
         if bare and ours:
             lines += [
-                "privpoll answers votes in front of Flask (privpoll.vote_route), so the bare "
+                "privpoll answers votes in front of Flask (privpoll.web.vote_route), so the bare "
                 "WSGI endpoint is the ceiling of what its vote route runs on: privpoll ran at "
                 f"{_ratio(ours, bare)} of it. The targets compare with the Flask ceiling, as "
                 "issue 8 defines it.",

@@ -41,8 +41,9 @@ from typing import Any
 import psutil
 
 from bench import load, report, scale, servers, sinks, voting
-from privpoll import __version__, storage
-from privpoll.embedded import NatsServer, PostgresServer, nats_server_binary
+from privpoll import __version__
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer, nats_server_binary
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -193,7 +194,7 @@ def commands(seconds: int, argv: list[str]) -> list[str]:
         "make bench                      # installs wrk and matplotlib if missing, then:",
         f"python -m bench.run {shown}",
         "",
-        "# every server, with only the app differing (privpoll.runner.gunicorn_argv):",
+        "# every server, with only the app differing (privpoll.web.gunicorn_conf):",
         shlex.join(servers.shown_argv("APP")),
         "# every load run (bench.load; RATE=... for the paced runs):",
         load.command(seconds),

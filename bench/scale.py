@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import voting
 from bench.servers import Privpoll
-from privpoll import messaging
+from privpoll.bus import naming
 
 POLLS = (1, 10, 100)
 KEPT = ("accepted_per_s", "persisted_per_s", "drain_seconds", "p50_ms", "p99_ms", "lost")
@@ -30,7 +30,7 @@ def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str
     name = "two-sinks"
     print("  1 open poll, 2 sinks per role", flush=True)
     try:
-        for role in messaging.ROLES:
+        for role in naming.ROLES:
             system.start_sink(role, name)
         tokens = voting.new_polls(system, [name], voters, sinks_per_role=2)
         two = voting.vote(system, [name], tokens, work, seconds)

@@ -1,6 +1,6 @@
 """The servers under test: the comparison apps and privpoll, under one gunicorn configuration.
 
-Both kinds get their command line from ``privpoll.runner.gunicorn_argv`` with the same
+Both kinds get their command line from ``privpoll.local.runner.gunicorn_argv`` with the same
 workers, threads, timeouts and access log (to a file), so only the app differs.
 """
 
@@ -23,9 +23,10 @@ import httpx
 import psutil
 
 from bench import cpu
-from privpoll import messaging, provision, storage
-from privpoll.embedded import NatsServer, PostgresServer, free_port
-from privpoll.runner import gunicorn_argv
+from privpoll.bus import naming, topology
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer, free_port
+from privpoll.local.runner import gunicorn_argv
 from privpoll.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,9 +63,11 @@ def web_settings(port: int) -> Settings:
 
 def shown_argv(app: str) -> list[str]:
     """The gunicorn command line as the docs show it (no path of this machine, no port)."""
-    argv = gunicorn_argv(web_settings(0), app)
+    argv = gunicorn_argv(app)
     argv[0] = "python"
-    return [("127.0.0.1:PORT" if arg == "127.0.0.1:0" else arg) for arg in argv]
+    settings = web_settings(0).to_env()
+    shown = {k: v.replace("127.0.0.1:0", "127.0.0.1:PORT") for k, v in settings.items()}
+    return [f"{k}={v}" for k, v in shown.items() if k != "PRIVPOLL_DATA_DIR"] + argv
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -98,8 +101,9 @@ def app(
     port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            gunicorn_argv(web_settings(port), target),
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            gunicorn_argv(target),
+            env={**env, **web_settings(port).to_env()}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )  # fmt: skip
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), f"{target} answering")
@@ -183,14 +187,14 @@ class Privpoll:
         returns the monotonic time it was seen, checked every 50 ms."""
 
         async def watch() -> float:
-            nc = await messaging.connect(self.nats_url, name="privpoll-bench")
+            nc = await naming.connect(self.nats_url, name="privpoll-bench")
             try:
                 js = nc.jetstream()
                 waiting = set(names)
                 deadline = time.monotonic() + timeout
                 while True:
                     for name in sorted(waiting):
-                        if await provision.drained(js, name):
+                        if await topology.drained(js, name):
                             waiting.discard(name)
                     if not waiting:
                         return time.monotonic()
@@ -210,16 +214,16 @@ class Privpoll:
         False if they did not within ``timeout``."""
 
         async def watch() -> bool:
-            nc = await messaging.connect(self.nats_url, name="privpoll-bench")
+            nc = await naming.connect(self.nats_url, name="privpoll-bench")
             try:
                 js = nc.jetstream()
-                waiting = {(name, role) for name in names for role in messaging.ROLES}
+                waiting = {(name, role) for name in names for role in naming.ROLES}
                 deadline = time.monotonic() + timeout
                 while waiting and time.monotonic() < deadline:
                     for name, role in sorted(waiting):
                         with contextlib.suppress(Exception):
                             info = await js.consumer_info(
-                                messaging.stream(name), messaging.consumer(role)
+                                naming.stream(name), naming.consumer(role)
                             )
                             if (info.num_waiting or 0) >= per_role:
                                 waiting.discard((name, role))
@@ -258,7 +262,7 @@ class Privpoll:
             return False
         return True
 
-    def start_sink(self, role: messaging.Role, poll: str) -> None:
+    def start_sink(self, role: naming.Role, poll: str) -> None:
         """One more sink process for ``poll`` (which may not exist yet), in the environment
         of privpoll up's own."""
         log = (self.data / "logs" / f"extra-sink-{role}.log").open("ab")
@@ -286,7 +290,7 @@ class Privpoll:
         """The processes of privpoll by part, for bench.cpu."""
         run = self.data / "run"
         ingest = cpu.tree(int((run / "ingest.pid").read_text()))
-        sinks = [int((run / f"sink-{role}.pid").read_text()) for role in messaging.ROLES]
+        sinks = [int((run / f"sink-{role}.pid").read_text()) for role in naming.ROLES]
         sinks += [process.pid for _, process in self.extra_sinks]
         remixer = [int((run / "remixer.pid").read_text())]
         nats, pg = self.servers
@@ -305,7 +309,7 @@ class Privpoll:
         master = psutil.Process(int((run / "ingest.pid").read_text()))
         sinks = {
             f"sink-{role}": peak_rss_mb(int((run / f"sink-{role}.pid").read_text()))
-            for role in messaging.ROLES
+            for role in naming.ROLES
         }
         sinks.update(self.stopped_sinks_peak)
         for name, process in self.extra_sinks:

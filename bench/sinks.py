@@ -1,6 +1,6 @@
 """One ballot sink process against raw COPY of the same rows into the same PostgreSQL.
 
-A poll is provisioned the way the API does it (``provision.provision``), its stream filled
+A poll is provisioned the way the API does it (``lifecycle.provision``), its stream filled
 with the envelopes of ``votes`` votes (``envelope.seal`` with the poll's noise, published
 with many in flight), and closed: the sink then drains everything in full batches, without
 waiting to mix. Then ONE ``privpoll sink ballots --poll NAME`` process starts, and the
@@ -30,12 +30,15 @@ from typing import Any, LiteralString
 
 from bench.load import CHOICES
 from bench.servers import peak_rss_mb
-from privpoll import messaging, provision, randomness, storage
-from privpoll.envelope import Envelope, seal
-from privpoll.noise import Noise
-from privpoll.poll import Poll
-from privpoll.sinks import MAX_BATCH
-from privpoll.spec import PollSpec
+from privpoll.bus import naming, topology
+from privpoll.core import randomness
+from privpoll.core.envelope import Envelope, seal
+from privpoll.core.noise import NoiseDraws
+from privpoll.core.poll import Poll
+from privpoll.core.spec import PollSpec
+from privpoll.db import storage
+from privpoll.service import lifecycle
+from privpoll.workers.mixing import MAX_BATCH
 
 POLL = "sink-bench"
 # The poll is closed before the sink starts, so it writes full batches; a small maxWait
@@ -53,16 +56,16 @@ async def _fill(nats_url: str, dsn: str, votes: int) -> tuple[Poll, list[BallotR
         {"title": POLL, "choices": CHOICES, "voters": {"ids": voters}, "mixing": MIXING}
     )
     poll = Poll(name=POLL, uid=randomness.new_id(), rules=spec.rules(), eligible=votes)
-    nc = await messaging.connect(nats_url, name="privpoll-bench")
+    nc = await naming.connect(nats_url, name="privpoll-bench")
     try:
         js = nc.jetstream(publish_async_max_pending=IN_FLIGHT)
         with storage.connect(dsn) as conn:
-            poll = await provision.provision(js, conn, poll, spec)
-        noise = Noise(poll.rules)
+            poll = await lifecycle.provision(js, conn, poll, spec, replicas=1)
+        noise = NoiseDraws(poll.rules)
         envelopes: list[Envelope] = [
             seal(noise, voter, CHOICES[i % len(CHOICES)]) for i, voter in enumerate(voters)
         ]
-        subject = messaging.subject(POLL)
+        subject = naming.subject(POLL)
         pending = [
             await js.publish_async(subject, e.encode(), headers={"Nats-Msg-Id": str(e.id)})
             for e in envelopes
@@ -71,7 +74,7 @@ async def _fill(nats_url: str, dsn: str, votes: int) -> tuple[Poll, list[BallotR
         if any(ack.duplicate for ack in acks):
             raise RuntimeError("JetStream took an envelope for a duplicate")
         with storage.connect(dsn) as conn:
-            await provision.close(js, conn, POLL)
+            await lifecycle.close(js, conn, POLL, replicas=1)
     finally:
         await nc.close()
     rows = [(poll.uid, b.id, b.choice) for e in envelopes for b in e.ballots]
@@ -79,9 +82,9 @@ async def _fill(nats_url: str, dsn: str, votes: int) -> tuple[Poll, list[BallotR
 
 
 async def _remove(nats_url: str, dsn: str, poll: Poll) -> None:
-    nc = await messaging.connect(nats_url, name="privpoll-bench")
+    nc = await naming.connect(nats_url, name="privpoll-bench")
     try:
-        await provision.remove_queue(nc.jetstream(), POLL)
+        await topology.remove_queue(nc.jetstream(), POLL)
     finally:
         await nc.close()
     with storage.connect(dsn) as conn:

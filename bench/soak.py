@@ -41,7 +41,7 @@ import psutil
 
 from bench.run import HERE
 from bench.servers import Privpoll
-from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.local.embedded import NatsServer, PostgresServer
 
 DEFAULT_RATE = 100.0
 CHOICES = ["pizza", "sushi", "tacos"]
@@ -254,7 +254,7 @@ def new_poll(system: Privpoll, name: str, voters: int) -> dict[str, str]:
 
 
 def stored(dsn: str, poll: str) -> Counter[str]:
-    from privpoll import storage
+    from privpoll.db import storage
 
     with storage.connect(dsn) as conn:
         rows = conn.execute(

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.load import CONNECTIONS, round_robin, write_bodies, wrk
 from bench.servers import Privpoll
-from privpoll.spec import MAX_VOTERS
+from privpoll.core.spec import MAX_VOTERS
 
 # Voters per run: enough that none votes twice even at the ceiling's rate.
 HEADROOM = 1.25

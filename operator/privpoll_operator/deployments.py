@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from privpoll import messaging
+from privpoll.bus import naming
 from privpoll.settings import Settings
 
-# Where the sinks find the database's CA certificate; a TLS DSN names it in sslrootcert.
-DATABASE_CA_DIR = "/etc/privpoll/database-ca"
 
-
-def name_of(poll: str, role: messaging.Role) -> str:
+def name_of(poll: str, role: naming.Role) -> str:
     return f"privpoll-{poll}-{role}"
 
 
-def labels(poll: str, role: messaging.Role) -> dict[str, str]:
+def labels(poll: str, role: naming.Role) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "privpoll",
         "app.kubernetes.io/component": f"sink-{role}",
@@ -42,7 +40,7 @@ def sink_env(settings: Settings) -> list[dict[str, Any]]:
     return env
 
 
-def sink(poll: str, role: messaging.Role, settings: Settings, replicas: int = 1) -> dict[str, Any]:
+def sink(poll: str, role: naming.Role, settings: Settings, replicas: int = 1) -> dict[str, Any]:
     """A Deployment running one sink of one poll: ``privpoll sink ROLE --poll NAME``."""
     selector = labels(poll, role)
     container: dict[str, Any] = {
@@ -51,10 +49,7 @@ def sink(poll: str, role: messaging.Role, settings: Settings, replicas: int = 1)
         "command": ["privpoll"],
         "args": ["sink", role, "--poll", poll],
         "env": sink_env(settings),
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"cpu": "1", "memory": "128Mi"},
-        },
+        "resources": json.loads(settings.sink_resources),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -72,7 +67,7 @@ def sink(poll: str, role: messaging.Role, settings: Settings, replicas: int = 1)
     }
     if settings.database_ca_secret:
         container["volumeMounts"] = [
-            {"name": "database-ca", "mountPath": DATABASE_CA_DIR, "readOnly": True}
+            {"name": "database-ca", "mountPath": settings.database_ca_dir, "readOnly": True}
         ]
         pod["volumes"] = [
             {

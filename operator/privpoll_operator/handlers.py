@@ -19,11 +19,14 @@ from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
-from privpoll import cluster, messaging, provision, randomness, remix, storage
-from privpoll.poll import Phase, Poll
-from privpoll.results import summarize
+from privpoll import cluster
+from privpoll.bus import naming, topology
+from privpoll.core.poll import Phase
+from privpoll.core.results import summarize
+from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
+from privpoll.db import storage
+from privpoll.service import lifecycle
 from privpoll.settings import Settings
-from privpoll.spec import PollSpec, describe, parse_voter_list, problems
 from privpoll_operator import deployments, kube
 from privpoll_operator.conditions import set_condition
 from privpoll_operator.crd import GROUP, PLURAL, VERSION
@@ -44,7 +47,8 @@ class Operator:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 try:
-                    self._nc = await messaging.connect(self.settings.nats_url, "privpoll-operator")
+                    self._nc = await naming.connect(self.settings.nats_url, "privpoll-operator")
+                # nats-py raises many kinds for "not reachable"; kopf retries the handler.
                 except Exception as error:
                     raise kopf.TemporaryError(
                         f"NATS is not reachable: {error}", delay=10
@@ -141,23 +145,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _unsafe_change(old: Poll, new: PollSpec, old_voters: list[str], votes: int) -> str | None:
-    """Why a change may not apply now, or None. Before the first vote anything goes."""
-    if votes == 0:
-        return None
-    rules = new.rules()
-    if rules.choices != old.rules.choices:
-        return "choices cannot change after the first vote"
-    if rules.noise != old.rules.noise:
-        return "noise cannot change after the first vote (the estimates would be wrong)"
-    if rules.duplicates != old.rules.duplicates:
-        return "duplicates cannot change after the first vote"
-    removed = set(old_voters) - set(new.voters.listed)
-    if removed:
-        return f"{len(removed)} voters cannot be removed after the first vote; only add voters"
-    return None
-
-
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -184,42 +171,25 @@ async def reconcile(
     try:
         js = await op.jetstream()
         with op.database() as conn:
-            await asyncio.to_thread(storage.migrate, conn)
-            existing = await asyncio.to_thread(storage.get_poll, conn, name)
-            owned = status.get("pollUid")
-            if existing is not None and owned and str(existing.uid) != owned:
-                reason = f"a poll named {name!r} exists already (another namespace?)"
-                _fail(patch, status, "NameTaken", reason)
-                raise kopf.PermanentError(reason)
-            if existing is None:
-                poll = Poll(
-                    name=name,
-                    uid=randomness.new_id(),
-                    rules=wanted.rules(),
-                    eligible=len(wanted.voters.listed),
-                )
-                stored = await asyncio.to_thread(provision.provision_database, conn, poll, wanted)
-            else:
-                # Votes count from the moment they are queued, not when the sinks store them.
-                stored_votes = (await asyncio.to_thread(storage.tally, conn, existing.uid))[0]
-                votes = max(stored_votes, await provision.envelopes_published(js, name))
-                old_voters = await asyncio.to_thread(storage.voter_ids, conn, name)
-                refused = _unsafe_change(existing, wanted, old_voters, votes)
-                if refused:
+            try:
+                stored = await lifecycle.apply(js, conn, name, wanted, owner=status.get("pollUid"))
+            except lifecycle.Refused as refused:
+                if refused.reason == "Gone":
+                    raise kopf.TemporaryError(str(refused), delay=5) from refused
+                if refused.reason == "UnsafeChange":  # the poll goes on with its old spec
                     patch.status["conditions"] = set_condition(
-                        status.get("conditions"), "Ready", False, "UnsafeChange", refused
+                        status.get("conditions"), "Ready", False, refused.reason, str(refused)
                     )
-                    raise kopf.PermanentError(refused)
-                updated = await asyncio.to_thread(storage.update_spec, conn, name, wanted)
-                assert updated is not None
-                stored = updated
+                else:
+                    _fail(patch, status, refused.reason, str(refused))
+                raise kopf.PermanentError(str(refused)) from refused
             # The sinks first: once the poll is in the registry the ingest takes votes for
             # it, and whoever sees it there finds its sink Deployments in place too.
-            for role in messaging.ROLES:
+            for role in naming.ROLES:
                 manifest = deployments.sink(name, role, op.settings)
                 kopf.adopt(manifest, owner=body)
                 await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
-            await provision.provision_queue(js, stored, replicas=op.settings.stream_replicas)
+            await topology.provision_queue(js, stored, replicas=op.settings.stream_replicas)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
 
@@ -265,17 +235,14 @@ async def follow(
             poll = await asyncio.to_thread(storage.get_poll, conn, name)
             if poll is None:
                 return
-            phase = poll.phase()
-            if phase is Phase.CLOSED and not poll.closed:
-                # closesAt passed: stop the stream taking votes, as an explicit close does.
-                poll = await provision.close(js, conn, name, replicas=op.settings.stream_replicas)
-                assert poll is not None
-            drained = phase is Phase.CLOSED and await provision.drained(js, name)
-            remixed = await asyncio.to_thread(_remix_once, conn, poll) if drained else None
+            replicas = op.settings.stream_replicas
+            poll = await lifecycle.close_if_due(js, conn, poll, replicas=replicas)
+            progress = await lifecycle.advance(js, conn, poll, replicas=replicas)
             votes, voters, stored = await asyncio.to_thread(storage.tally, conn, poll.uid)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
 
+    phase = poll.phase()
     patch.status["phase"] = phase.value
     patch.status["turnout"] = {"eligible": poll.eligible, "voters": voters, "votes": votes}
     patch.status["conditions"] = set_condition(
@@ -285,28 +252,17 @@ async def follow(
         phase.value,
         f"the poll is {phase.value.lower()}",
     )
-    if remixed is None:
+    if progress is None or not progress.remixed:
         return
     patch.status["results"] = summarize(poll.rules, phase.value, votes, voters, stored)
-    patch.status["remix"] = remixed
-    for role in messaging.ROLES:
+    # A merge patch: the message of the re-mix stays while later rounds update "purged".
+    patch.status["remix"] = progress.to_json()
+    for role in naming.ROLES:
         await asyncio.to_thread(
             kube.scale_deployment, namespace, deployments.name_of(name, role), 0
         )
     # Until the old row versions are gone the timer keeps vacuuming; then it has nothing left.
-    patch.status["sinks"] = "Stopped" if remixed["purged"] else "Drained"
-
-
-def _remix_once(conn: psycopg.Connection[Any], poll: Poll) -> dict[str, Any]:
-    """Rewrite the drained poll's rows once, then purge old versions until they are gone."""
-    was_remixed, purged = remix.progress(conn).get(poll.name, (False, False))
-    if not was_remixed:
-        done = remix.remix(conn, poll)
-        return {"remixed": True, "purged": done.purge != "pending", "message": done.describe()}
-    if not purged and remix.purge(conn) != "pending":
-        remix.mark_purged(conn, poll.uid)
-        purged = True
-    return {"remixed": True, "purged": purged}
+    patch.status["sinks"] = "Stopped" if progress.purged else "Drained"
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -316,17 +272,16 @@ async def remove(
     """Delete the sinks, the stream and KV bucket; the vote rows too if retention says so."""
     op = operator_of(memo)
     namespace = namespace or "default"
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         await asyncio.to_thread(kube.delete_deployment, namespace, deployments.name_of(name, role))
     if not status.get("pollUid"):
         return
     try:
         js = await op.jetstream()
-        await provision.remove_queue(js, name)
         if spec.get("retention") == "delete":
             with op.database() as conn:
-                poll = await asyncio.to_thread(storage.get_poll, conn, name)
-                if poll is not None and str(poll.uid) == status.get("pollUid"):
-                    await asyncio.to_thread(storage.delete_poll, conn, poll)
+                await lifecycle.delete(js, conn, name, uid=status.get("pollUid"))
+        else:
+            await lifecycle.delete(js, None, name)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error

@@ -15,8 +15,6 @@ import os
 import secrets
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from privpoll import cluster
+from privpoll.client import ApiClient, Unreachable
 from privpoll.cluster import GROUP, KIND, PLURAL, VERSION
 
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -53,32 +52,18 @@ def poll_manifest(name: str) -> dict[str, Any]:
 
 
 class Api:
-    """The few HTTP calls of the smoke test, with the standard library only."""
+    """The few HTTP calls of the smoke test; an installation that does not answer fails it."""
 
     def __init__(self, base: str, admin_token: str) -> None:
-        self.base = base.rstrip("/")
-        self.admin_token = admin_token
+        self.client = ApiClient(base, admin_token)
 
     def call(
         self, method: str, path: str, body: Any = None, *, admin: bool = False
     ) -> tuple[int, Any]:
-        headers = {"Accept": "application/json"}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if admin:
-            headers["Authorization"] = f"Bearer {self.admin_token}"
-        request = urllib.request.Request(  # noqa: S310 (the URL is the installation's own)
-            f"{self.base}{path}", data=data, headers=headers, method=method
-        )
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
-                return answer.status, json.loads(answer.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
-        except (urllib.error.URLError, OSError) as error:
-            raise SmokeFailure(f"the ingest at {self.base} does not answer: {error}") from error
+            return self.client.call(method, path, body, admin=admin)
+        except Unreachable as error:
+            raise SmokeFailure(str(error)) from error
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float) -> T:

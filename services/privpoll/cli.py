@@ -9,8 +9,6 @@ import logging
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
@@ -19,7 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import click
 import yaml
 
-from privpoll import messaging
+from privpoll.bus import naming
+from privpoll.client import ApiClient, Unreachable, problem
 from privpoll.settings import Settings
 
 
@@ -38,34 +37,21 @@ def _admin_token(settings: Settings) -> str:
 
 def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> Any:
     settings = _settings()
-    base = os.environ.get("PRIVPOLL_URL", settings.base_url).rstrip("/")
-    headers = {"Accept": "application/json"}
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
+    base = os.environ.get("PRIVPOLL_URL", settings.base_url)
+    token = ""
     if admin:
         token = _admin_token(settings)
         if not token:
             raise click.ClickException(
                 "no admin token: set PRIVPOLL_ADMIN_TOKEN (privpoll up printed it)"
             )
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(f"{base}{path}", data=data, headers=headers, method=method)  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        try:
-            problem = json.loads(error.read())["error"]
-            message = f"{problem['message']} ({error.code} {problem['code']})"
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {error.code}"
-        raise click.ClickException(message) from error
-    except urllib.error.URLError as error:
-        raise click.ClickException(
-            f"cannot reach privpoll at {base} ({error.reason}); is `privpoll up` running?"
-        ) from error
+        status, answer = ApiClient(base, token).call(method, path, body, admin=admin)
+    except Unreachable as error:
+        raise click.ClickException(f"{error}; is `privpoll up` running?") from error
+    if status >= 400:
+        raise click.ClickException(problem(status, answer))
+    return answer
 
 
 def _serve(main: Coroutine[Any, Any, None]) -> None:
@@ -100,17 +86,17 @@ def main(verbose: bool) -> None:
 @main.command()
 def up() -> None:
     """Start NATS, PostgreSQL, the ingest and the sinks on this machine."""
-    from privpoll.runner import up as run_up
+    from privpoll.local.runner import up as run_up
 
     run_up(_settings())
 
 
 @main.command()
-@click.argument("role", type=click.Choice(messaging.ROLES))
+@click.argument("role", type=click.Choice(naming.ROLES))
 @click.option("--poll", "polls", multiple=True, help="serve only these polls (default: all)")
-def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
+def sink(role: naming.Role, polls: tuple[str, ...]) -> None:
     """Run the actor or ballot sink."""
-    from privpoll.sinks import Sink
+    from privpoll.workers.sinks import Sink
 
     settings = _settings()
     if not settings.nats_url or not settings.database_url:
@@ -122,7 +108,7 @@ def sink(role: messaging.Role, polls: tuple[str, ...]) -> None:
 @main.command(hidden=True)
 def remixer() -> None:
     """Remix every poll once it closed and drained (privpoll up runs this)."""
-    from privpoll.remix import Watcher
+    from privpoll.workers.remixer import Watcher
 
     settings = _settings()
     if not settings.nats_url or not settings.database_url:
@@ -245,7 +231,7 @@ def _database_url(settings: Settings) -> str:
             f"no database: set PRIVPOLL_DATABASE_URL, or run in the folder of `privpoll up` "
             f"(its data folder {settings.data_dir} has no PostgreSQL)"
         )
-    from privpoll.embedded import PostgresServer
+    from privpoll.local.embedded import PostgresServer
 
     return PostgresServer(port.parent).dsn
 
@@ -287,7 +273,7 @@ def audit(
     transaction and by what appeared between copies, and reports every voter's posterior over
     the choices in aggregate: the largest, how many are certain, the attacker's accuracy.
     """
-    from privpoll import audit as auditing
+    from privpoll.audit import thief as auditing
 
     settings = _settings()
     if record_to is not None:

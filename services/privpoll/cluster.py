@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from privpoll.spec import NewPoll
+from privpoll.core.spec import NewPoll
 
 GROUP = "privpoll.dev"
 VERSION = "v1alpha1"

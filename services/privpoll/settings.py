@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from privpoll.ratelimit import Rate
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h)\s*$")
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+OFF = ("", "0", "off")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` requests per ``period`` seconds, all of them at once if need be."""
+
+    count: int
+    period: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate | None:
+        """``60/m``, ``5/s`` or ``100/h``; ``off`` (or ``0``) means no limit."""
+        if text.strip().lower() in OFF:
+            return None
+        match = _RATE.match(text)
+        if not match or int(match.group(1)) == 0:
+            raise ValueError(f"{text!r} is not a rate: write e.g. 60/m, 5/s, 100/h or off")
+        return cls(int(match.group(1)), _PERIODS[match.group(2)])
 
 
 class Settings(BaseModel):
@@ -24,7 +47,7 @@ class Settings(BaseModel):
     ingest_workers: int = 2
     # gevent: each worker serves its requests in greenlets on one thread, with its NATS loop
     # among them (no handover of the GIL between request threads: more votes/s and a lower
-    # latency at the same load, measured in bench/analysis.md). gthread: request threads,
+    # latency at the same load: bench/analysis.md). gthread: request threads,
     # ``ingest_threads`` of them per worker.
     ingest_worker_class: Literal["gevent", "gthread"] = "gevent"
     ingest_threads: int = 16
@@ -41,12 +64,31 @@ class Settings(BaseModel):
     database_ca_secret: str = Field(
         default="", description="Secret whose ca.crt the sinks mount (a DSN with sslrootcert)"
     )
+    database_ca_dir: str = Field(
+        default="/etc/privpoll/database-ca",
+        description="where the sinks mount it: the folder the DSN's sslrootcert names",
+    )
+    # The sink containers' resources, as JSON (the chart's operator.sinkResources).
+    sink_resources: str = (
+        '{"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}'
+    )
     # Per client address and per ingest worker process (ratelimit.py): votes, and wrong admin
     # tokens (sign-in page and API). "60/m", "5/s", "100/h" or "off".
     vote_rate_limit: str = "120/m"
     signin_rate_limit: str = "10/m"
     # Proxies in front of the ingest whose X-Forwarded-For names the client (an ingress: 1).
     proxy_hops: int = Field(default=0, ge=0, le=5)
+
+    @field_validator("sink_resources")
+    @classmethod
+    def _resources(cls, value: str) -> str:
+        try:
+            found = json.loads(value)
+        except ValueError as error:
+            raise ValueError(f"sink resources must be JSON ({error})") from error
+        if not isinstance(found, dict) or set(found) - {"requests", "limits"}:
+            raise ValueError('sink resources are {"requests": {...}, "limits": {...}}')
+        return value
 
     @field_validator("vote_rate_limit", "signin_rate_limit")
     @classmethod

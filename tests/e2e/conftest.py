@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, sync_playwright
 
-from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.local.embedded import NatsServer, PostgresServer
 from tests.integration.conftest import ADMIN, System, postgres
 
 __all__ = ["ADMIN", "postgres"]

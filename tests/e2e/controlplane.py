@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from privpoll.embedded import free_port
+from privpoll.local.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tests" / "controlplane" / "build.sh"

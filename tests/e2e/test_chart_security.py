@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from privpoll import messaging
+from privpoll.bus import naming
 from privpoll.settings import Settings
 from privpoll_operator import deployments
 from tests.e2e.helm import Helm, helm
@@ -66,7 +66,7 @@ def pods(docs: list[dict[str, Any]], watched: list[str]) -> dict[str, tuple[dict
                 doc["metadata"].get("namespace", NAMESPACE),
             )
     for namespace in [*watched, "elsewhere"]:
-        for role in messaging.ROLES:
+        for role in naming.ROLES:
             sink = deployments.sink("lunch", role, Settings())
             labels = sink["spec"]["template"]["metadata"]["labels"]
             found[f"sink-{role}@{namespace}"] = (labels, namespace)
@@ -85,7 +85,7 @@ def test_only_the_ingest_the_operator_and_the_sinks_reach_nats_and_the_database(
     everyone = pods(docs, watched)
     policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
     assert set(policies) == {f"{RELEASE}-privpoll-nats", f"{RELEASE}-privpoll-cockroachdb"}
-    sinks = {f"sink-{role}@{ns}" for role in messaging.ROLES for ns in watched}
+    sinks = {f"sink-{role}@{ns}" for role in naming.ROLES for ns in watched}
     base = f"{RELEASE}-privpoll"
     init = {name for name in everyone if name.startswith(f"{base}-cockroachdb-init-")}
     assert init, "the Job that initialises CockroachDB is rendered"
@@ -104,7 +104,7 @@ def test_only_the_ingest_the_operator_and_the_sinks_reach_nats_and_the_database(
 
 
 def test_the_sinks_the_operator_deploys_run_unprivileged() -> None:
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         pod = pod_spec(deployments.sink("lunch", role, Settings()))
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0

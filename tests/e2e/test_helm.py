@@ -7,6 +7,7 @@ stored by the API server, which is what `helm install` on kind or EKS starts wit
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import subprocess
@@ -17,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from privpoll.embedded import nats_server_binary
-from privpoll_operator import crd
+from privpoll.local.embedded import nats_server_binary
+from privpoll.settings import Settings
+from privpoll_operator import crd, deployments
 from tests.e2e.controlplane import ROOT, ControlPlane
 from tests.e2e.helm import CHART, Helm, helm, secret_data
 
@@ -108,6 +110,27 @@ def test_the_operator_is_told_the_image_it_runs_the_sinks_with(helm: Helm, mode:
     assert ".svc:" in env["PRIVPOLL_NATS_URL"] or mode == "external", "sinks may run elsewhere"
 
 
+def test_the_sinks_get_the_resources_and_the_ca_folder_the_chart_sets(helm: Helm) -> None:
+    """The operator renders the sinks from its own env: what the chart's values set there is
+    what each sink pod gets, and the CA folder is where the DSN's sslrootcert looks."""
+    docs = helm.template(
+        *MODES["production"], "--set", "operator.sinkResources.limits.memory=300Mi"
+    )
+    operator = pod_spec(named(docs, "Deployment", "-operator"))["containers"][0]
+    env = {e["name"]: e["value"] for e in operator["env"] if "value" in e}
+    settings = Settings.from_env(env)
+    pod = deployments.sink("lunch", "ballots", settings)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "300Mi"}
+    mount = pod["containers"][0]["volumeMounts"][0]["mountPath"]
+    dsn_secrets = [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-database")
+    ]
+    assert dsn_secrets, "the chart makes the sinks' DSN Secret"
+    for secret in dsn_secrets:  # one in each namespace whose sinks read it
+        dsn = base64.b64decode(secret["data"]["url"]).decode()
+        assert f"sslrootcert={mount}/ca.crt" in dsn
+
+
 def test_the_chart_ships_the_generated_crd(helm: Helm) -> None:
     crds = [d for d in helm.template() if d["kind"] == "CustomResourceDefinition"]
     assert crds == [crd.poll_crd()]
@@ -124,17 +147,20 @@ def test_default_install_is_one_node_of_each_and_insecure_only_inside(helm: Helm
 
 
 def test_the_ingest_runs_gevent_workers_unless_told_gthread(helm: Helm) -> None:
-    def args(*values: str) -> list[str]:
+    def settings(*values: str) -> Settings:
         ingest = pod_spec(named(helm.template(*values), "Deployment", "-ingest"))
-        found: list[str] = ingest["containers"][0]["args"]
-        return found
+        container = ingest["containers"][0]
+        # The one configuration of privpoll up and the image, its settings from the env.
+        assert container["command"] == ["gunicorn", "--config", "python:privpoll.web.gunicorn_conf"]
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        return Settings.from_env(env)
 
-    default = args()
-    assert "--worker-class=gevent" in default
-    assert not [a for a in default if a.startswith("--threads")], "threads mean nothing to gevent"
-    threaded = args("--set", "ingest.workerClass=gthread", "--set", "ingest.threads=8")
-    assert "--worker-class=gthread" in threaded
-    assert "--threads=8" in threaded
+    default = settings()
+    assert default.ingest_worker_class == "gevent"
+    assert default.http_addr == "0.0.0.0:8000"
+    threaded = settings("--set", "ingest.workerClass=gthread", "--set", "ingest.threads=8")
+    assert threaded.ingest_worker_class == "gthread"
+    assert threaded.ingest_threads == 8
 
 
 def test_production_values_give_a_tls_cockroachdb_and_a_nats_cluster(helm: Helm) -> None:

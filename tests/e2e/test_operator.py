@@ -35,10 +35,10 @@ import yaml
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from psycopg.conninfo import make_conninfo
 
-from privpoll import messaging, storage
-from privpoll.embedded import NatsServer, PostgresServer, free_port
-from privpoll.runner import gunicorn_argv
-from privpoll.settings import Settings
+from privpoll.bus import naming
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer, free_port
+from privpoll.local.runner import gunicorn_argv
 from tests.e2e.controlplane import ROOT, ControlPlane, control_plane
 from tests.e2e.helm import CHART, Helm, helm, secret_data, service_account_kubeconfig
 from tests.integration.conftest import nats, postgres
@@ -134,11 +134,13 @@ def start_operator_as(procs: Processes, command: Command) -> int:
     return port
 
 
-def ingest_argv(port: int) -> list[str]:
-    """The ingest as `privpoll up` starts it, one worker on ``port``."""
-    return gunicorn_argv(
-        Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1), "privpoll.ingest:create_app()"
-    )
+def ingest_command(port: int) -> tuple[list[str], dict[str, str]]:
+    """The ingest as `privpoll up` starts it, one worker on ``port``: its command line and
+    the settings it takes from the environment."""
+    return gunicorn_argv(), {
+        "PRIVPOLL_HTTP_ADDR": f"127.0.0.1:{port}",
+        "PRIVPOLL_INGEST_WORKERS": "1",
+    }
 
 
 def _ok(url: str) -> bool:
@@ -158,16 +160,16 @@ def condition(poll: dict[str, Any], kind: str) -> dict[str, Any] | None:
 
 def queue_objects(nats_url: str, name: str) -> tuple[bool, list[str], bool]:
     async def look() -> tuple[bool, list[str], bool]:
-        nc = await messaging.connect(nats_url, "test")
+        nc = await naming.connect(nats_url, "test")
         try:
             js = nc.jetstream()
             try:
-                await js.stream_info(messaging.stream(name))
+                await js.stream_info(naming.stream(name))
             except NotFoundError:
                 return False, [], False
-            consumers = sorted(c.name for c in await js.consumers_info(messaging.stream(name)))
+            consumers = sorted(c.name for c in await js.consumers_info(naming.stream(name)))
             try:
-                await js.key_value(messaging.voters_bucket(name))
+                await js.key_value(naming.voters_bucket(name))
                 bucket = True
             except BucketNotFoundError:
                 bucket = False
@@ -247,7 +249,8 @@ def admin_setup(plane: ControlPlane, nats: NatsServer, postgres: PostgresServer)
             "PRIVPOLL_ADMIN_TOKEN": ADMIN,
             "PRIVPOLL_SECRET": "operator-test-secret",
         }
-        return ingest_argv(port), env
+        argv, settings = ingest_command(port)
+        return argv, {**env, **settings}
 
     operator = admin_operator(operator_env(plane, nats, postgres))
     return Setup("default", IMAGE, operator, ingest, ADMIN)
@@ -301,8 +304,11 @@ def chart_setup(
 
     def ingest(port: int) -> tuple[list[str], dict[str, str]]:
         argv, env = as_deployed(plane, namespace, pod("ingest")["containers"][0])
-        bind = f"127.0.0.1:{port}"
-        return listening_on(argv, "--bind", bind), {**env, **its_account("ingest")}
+        # The address is a setting (privpoll.web.gunicorn_conf); each pod has a network of
+        # its own, the test's processes share one.
+        assert env["PRIVPOLL_HTTP_ADDR"] == "0.0.0.0:8000"
+        env["PRIVPOLL_HTTP_ADDR"] = f"127.0.0.1:{port}"
+        return argv, {**env, **its_account("ingest")}
 
     # The admin token, where NOTES.txt says to find it.
     token = secret_data(plane, namespace, fullname)["admin-token"]
@@ -347,7 +353,7 @@ def test_poll_lifecycle_through_kubectl(
     assert queue_objects(nats.url, "lunch") == (True, ["actors", "ballots"], True)
 
     sinks = {}
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == setup.image
@@ -364,7 +370,7 @@ def test_poll_lifecycle_through_kubectl(
     time.sleep(3)
     again = plane.get("poll", "lunch", *ns)
     assert again["status"]["pollUid"] == uid
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         assert (
             deployment["metadata"]["resourceVersion"] == sinks[role]["metadata"]["resourceVersion"]
@@ -442,7 +448,7 @@ def test_poll_lifecycle_through_kubectl(
         json={"voter": "carol", "token": tokens["carol"], "choice": "tacos"},
     )
     assert late.status_code == 410
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-lunch-{role}", *ns)
         assert deployment["spec"]["replicas"] == 0, "sinks are scaled to zero after the drain"
 
@@ -451,7 +457,7 @@ def test_poll_lifecycle_through_kubectl(
     assert "Closed" in listed
 
     plane.kubectl("delete", "poll", "lunch", *ns, "--timeout=60s")
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         gone = plane.kubectl("get", "deployment", f"privpoll-lunch-{role}", *ns, check=False)
         assert gone.returncode != 0
     assert queue_objects(nats.url, "lunch") == (False, [], False)
@@ -503,11 +509,8 @@ def test_the_api_creates_poll_resources_on_kubernetes(
         PRIVPOLL_CONTROL_PLANE="kubernetes",
         PRIVPOLL_NAMESPACE="default",
     )
-    procs.start(
-        "ingest",
-        ingest_argv(port),
-        env,
-    )
+    argv, settings = ingest_command(port)
+    procs.start("ingest", argv, {**env, **settings})
     wait_for(lambda: _ok(f"http://127.0.0.1:{port}/readyz"), "the ingest")
     http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     body = {
@@ -522,7 +525,7 @@ def test_the_api_creates_poll_resources_on_kubernetes(
     assert resource["spec"]["title"] == "Made through the API"
 
     def deployed() -> bool:
-        names = [f"deployment/privpoll-viaapi-{role}" for role in messaging.ROLES]
+        names = [f"deployment/privpoll-viaapi-{role}" for role in naming.ROLES]
         return plane.kubectl("get", *names, check=False).returncode == 0
 
     wait_for(deployed, "the sink Deployments of a poll made through the API")
@@ -718,7 +721,7 @@ def test_the_charts_ingest_turns_api_polls_into_poll_resources(
     created = http.post("/api/v1/polls", json=body, headers=admin)
     assert created.status_code == 201, created.text
     assert plane.get("poll", "viachart", "-n", setup.namespace)["spec"]["title"] == title
-    for role in messaging.ROLES:
+    for role in naming.ROLES:
         deployment = plane.get("deployment", f"privpoll-viachart-{role}", "-n", setup.namespace)
         assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == setup.image
     plane.kubectl("delete", "poll", "viachart", "-n", setup.namespace, "--timeout=60s")

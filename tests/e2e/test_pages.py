@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import httpx
 from playwright.sync_api import Browser, BrowserContext, Page, Response, expect
 
-from privpoll.results import expected_margin
+from privpoll.core.results import expected_margin
 from tests.e2e.conftest import PHONE, shot, sign_in
 from tests.integration.conftest import ADMIN, System, poll_spec
 

@@ -20,9 +20,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from privpoll import messaging, storage
-from privpoll.embedded import NatsServer, PostgresServer, free_port
-from privpoll.envelope import Envelope
+from privpoll.bus import naming
+from privpoll.core.envelope import Envelope
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer, free_port
 
 ADMIN = "integration-admin-token"
 CHOICES = ["pizza", "sushi", "tacos"]
@@ -246,10 +247,10 @@ class Witness:
         asyncio.run(self._create())
 
     async def _create(self) -> None:
-        nc = await messaging.connect(self.nats_url, "witness")
+        nc = await naming.connect(self.nats_url, "witness")
         try:
             await nc.jetstream().add_consumer(
-                messaging.stream(self.poll), durable_name="witness", ack_policy="explicit"
+                naming.stream(self.poll), durable_name="witness", ack_policy="explicit"
             )
         finally:
             await nc.close()
@@ -258,11 +259,11 @@ class Witness:
         return asyncio.run(self._read())
 
     async def _read(self) -> list[Envelope]:
-        nc = await messaging.connect(self.nats_url, "witness")
+        nc = await naming.connect(self.nats_url, "witness")
         found: dict[str, Envelope] = {}
         try:
             sub = await nc.jetstream().pull_subscribe_bind(
-                durable="witness", stream=messaging.stream(self.poll)
+                durable="witness", stream=naming.stream(self.poll)
             )
             while True:
                 try:

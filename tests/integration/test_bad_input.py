@@ -28,8 +28,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from privpoll import messaging
-from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.bus import naming
+from privpoll.local.embedded import NatsServer, PostgresServer
 from tests.integration.conftest import ADMIN, System, fresh_database, poll_spec
 
 VOTERS = ["alice", "bob", "carol"]
@@ -170,7 +170,7 @@ def footprint(system: System) -> dict[str, Any]:
         ballots = conn.execute("SELECT count(*) FROM ballots").fetchone()
 
     async def streams() -> dict[str, int]:
-        nc = await messaging.connect(system.nats.url, "test")
+        nc = await naming.connect(system.nats.url, "test")
         try:
             return {
                 s.config.name or "": s.state.messages for s in await nc.jetstream().streams_info()

@@ -8,7 +8,7 @@ from pathlib import Path
 import nats
 import psycopg
 
-from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.local.embedded import NatsServer, PostgresServer
 
 
 async def publish(url: str, text: bytes) -> None:

@@ -12,19 +12,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from privpoll import messaging, provision
-from privpoll import tokens as tokens_module
-from privpoll.envelope import seal
-from privpoll.noise import Noise
+from privpoll.bus import naming, topology
+from privpoll.core import tokens as tokens_module
+from privpoll.core.envelope import seal
+from privpoll.core.noise import NoiseDraws
 from tests.integration.conftest import CHOICES, System, Witness, poll_spec
 from tests.integration.test_chaos import VOTES, record_figures
 
 
 def pending_acks(nats_url: str, poll: str, role: str) -> int:
     async def read() -> int:
-        nc = await messaging.connect(nats_url, "test")
+        nc = await naming.connect(nats_url, "test")
         try:
-            info = await nc.jetstream().consumer_info(messaging.stream(poll), role)
+            info = await nc.jetstream().consumer_info(naming.stream(poll), role)
             return int(info.num_ack_pending or 0)
         finally:
             await nc.close()
@@ -141,18 +141,18 @@ def test_a_vote_orphaned_by_a_crash_is_neither_lost_nor_doubled(system: System) 
     long_ago = b"pending %.3f" % (time.time() - 3600)
 
     async def leave(voter: str, value: bytes, published: bool) -> None:
-        nc = await messaging.connect(system.nats.url, "test")
+        nc = await naming.connect(system.nats.url, "test")
         try:
             js = nc.jetstream()
             key = tokens_module.reservation_key(uid, voter)
-            bucket = await js.key_value(messaging.voters_bucket("orphans"))
+            bucket = await js.key_value(naming.voters_bucket("orphans"))
             await bucket.put(key, value)
             if published:  # what the dead worker managed to publish
-                poll = await provision.read_poll(await provision.registry(js), "orphans")
+                poll = await topology.read_poll(await topology.registry_bucket(js), "orphans")
                 assert poll is not None
-                envelope = seal(Noise(poll.rules), voter, "tacos")
+                envelope = seal(NoiseDraws(poll.rules), voter, "tacos")
                 await js.publish(
-                    messaging.subject("orphans"),
+                    naming.subject("orphans"),
                     envelope.encode(),
                     headers={"Nats-Msg-Id": key},
                 )

@@ -1,4 +1,4 @@
-"""The ingest's gunicorn command line (privpoll.runner.gunicorn_argv), run for real."""
+"""The ingest's gunicorn command line (privpoll.web.gunicorn_conf), run for real."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from privpoll.embedded import free_port
-from privpoll.runner import gunicorn_argv
+from privpoll.local.embedded import free_port
+from privpoll.local.runner import gunicorn_argv
 from privpoll.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,8 @@ def test_the_ingest_server_leaves_nothing_in_the_home_folder(tmp_path: Path) -> 
     settings = Settings(http_addr=f"127.0.0.1:{port}", ingest_workers=1, ingest_threads=2)
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     env["HOME"] = str(home)
-    argv = gunicorn_argv(settings, "tests.integration.test_ingest_server:hello")
+    env.update(settings.to_env())
+    argv = gunicorn_argv("tests.integration.test_ingest_server:hello")
     server = subprocess.Popen(
         argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

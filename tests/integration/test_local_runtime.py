@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from privpoll.embedded import free_port
+from privpoll.local.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 
 from bench import baselines
-from privpoll import audit, linkage
-from privpoll.linkage import CERTAIN, NoiseModel
-from privpoll.spec import PollRules
+from privpoll.audit import linkage, thief
+from privpoll.audit.linkage import CERTAIN, NoiseModel
+from privpoll.core.spec import PollRules
 from tests.integration import heap
 from tests.integration.conftest import CHOICES, System, poll_spec
 
@@ -34,7 +34,7 @@ def recording(dsn: str, directory: Path, polls: Sequence[str]) -> Iterator[None]
     """A thief's replica: a copy of the poll's rows whenever they changed, every 20 ms."""
     stop = threading.Event()
     thread = threading.Thread(
-        target=audit.record,
+        target=thief.record,
         args=(dsn, directory),
         kwargs={"stop": stop, "interval": 0.02, "polls": polls},
     )
@@ -84,8 +84,8 @@ def test_default_settings_expose_nobody_even_with_a_snapshot_after_every_commit(
         system.close("defaults")
         wait_remixed(system, "defaults")
 
-    dumps = audit.load(snapshots, "defaults")
-    result, _ = audit.inference("defaults", dumps)
+    dumps = thief.load(snapshots, "defaults")
+    result, _ = thief.inference("defaults", dumps)
     # The attacker saw the batches before the re-mixer merged them, and told them apart.
     assert result.epoch == 0
     assert result.actor_commits >= 3, result
@@ -94,7 +94,7 @@ def test_default_settings_expose_nobody_even_with_a_snapshot_after_every_commit(
     assert result.exposed == 0
     assert result.largest_posterior < CERTAIN
     # After the re-mixer, the database alone shows one commit per table: nothing to link.
-    after, _ = audit.inference("defaults", dumps[-1:])
+    after, _ = thief.inference("defaults", dumps[-1:])
     assert (after.actor_commits, after.ballot_commits) == (1, 1)
     assert len({f.posterior for f in after.findings}) == 1
 
@@ -142,8 +142,8 @@ def test_randomized_response_bounds_what_the_attacker_can_learn(
         cast_paced(system, "coins", votes, per_second=15)
         system.close("coins")
         wait_remixed(system, "coins")
-    dumps = audit.load(snapshots, "coins")
-    result, _ = audit.inference("coins", dumps)
+    dumps = thief.load(snapshots, "coins")
+    result, _ = thief.inference("coins", dumps)
     m = len(CHOICES)
     bound = math.exp(epsilon) / (math.exp(epsilon) + m - 1)
     assert result.exposed == 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from privpoll import messaging, provision, randomness, storage
-from privpoll.embedded import NatsServer, PostgresServer
-from privpoll.poll import Poll
-from privpoll.spec import PollSpec
+from privpoll.bus import naming, topology
+from privpoll.core import randomness
+from privpoll.core.poll import Poll
+from privpoll.core.spec import PollSpec
+from privpoll.db import storage
+from privpoll.local.embedded import NatsServer, PostgresServer
+from privpoll.service import lifecycle
 
 
 def test_provisioning_twice_changes_nothing(nats: NatsServer, postgres: PostgresServer) -> None:
@@ -18,16 +21,16 @@ def test_provisioning_twice_changes_nothing(nats: NatsServer, postgres: Postgres
     second = poll.model_copy(update={"uid": randomness.new_id()})
 
     async def run() -> tuple[Poll, Poll, list[str]]:
-        nc = await messaging.connect(nats.url, "test")
+        nc = await naming.connect(nats.url, "test")
         try:
             js = nc.jetstream()
             with storage.connect(postgres.dsn) as conn:
-                first_stored = await provision.provision(js, conn, poll, spec)
-                before = await js.stream_info(messaging.stream("twice"))
-                again = await provision.provision(js, conn, second, spec)
-                after = await js.stream_info(messaging.stream("twice"))
-            consumers = sorted(c.name for c in await js.consumers_info(messaging.stream("twice")))
-            await js.key_value(messaging.voters_bucket("twice"))
+                first_stored = await lifecycle.provision(js, conn, poll, spec, replicas=1)
+                before = await js.stream_info(naming.stream("twice"))
+                again = await lifecycle.provision(js, conn, second, spec, replicas=1)
+                after = await js.stream_info(naming.stream("twice"))
+            consumers = sorted(c.name for c in await js.consumers_info(naming.stream("twice")))
+            await js.key_value(naming.voters_bucket("twice"))
             assert before.config.as_dict() == after.config.as_dict()
             return first_stored, again, consumers
         finally:
@@ -51,39 +54,39 @@ def test_a_stale_copy_never_reopens_a_closed_poll(
     poll = Poll(name="oneway", uid=randomness.new_id(), rules=spec.rules(), eligible=1)
 
     async def run() -> tuple[list[str], Poll | None]:
-        nc = await messaging.connect(nats.url, "test")
+        nc = await naming.connect(nats.url, "test")
         try:
             js = nc.jetstream()
             with storage.connect(postgres.dsn) as conn:
-                stale = await provision.provision(js, conn, poll, spec)
-                await provision.close(js, conn, "oneway")
+                stale = await lifecycle.provision(js, conn, poll, spec, replicas=1)
+                await lifecycle.close(js, conn, "oneway", replicas=1)
                 # e.g. the operator's update handler, holding the poll from before the close
-                await provision.provision_queue(js, stale)
-            info = await js.stream_info(messaging.stream("oneway"))
-            return list(info.config.subjects or []), await provision.read_poll(
-                await provision.registry(js), "oneway"
+                await topology.provision_queue(js, stale)
+            info = await js.stream_info(naming.stream("oneway"))
+            return list(info.config.subjects or []), await topology.read_poll(
+                await topology.registry_bucket(js), "oneway"
             )
         finally:
             await nc.close()
 
     subjects, registered = asyncio.run(run())
-    assert subjects == [messaging.closed("oneway")]
+    assert subjects == [naming.closed("oneway")]
     assert registered is not None
     assert registered.closed
 
 
 def test_a_bucket_lists_only_the_keys_that_hold_a_value(nats: NatsServer) -> None:
     async def run() -> tuple[list[str], list[str]]:
-        nc = await messaging.connect(nats.url, "test")
+        nc = await naming.connect(nats.url, "test")
         try:
             js = nc.jetstream()
             bucket = await js.create_key_value(bucket="listing", history=1)
-            empty = await provision.live_keys(js, "listing", bucket)
+            empty = await topology.live_keys(js, "listing", bucket)
             for key in ("ada", "grace", "edsger", "barbara"):
                 await bucket.put(key, b"queued")
             await bucket.delete("grace")  # a released reservation
             await bucket.purge("edsger")
-            return empty, await provision.live_keys(js, "listing", bucket)
+            return empty, await topology.live_keys(js, "listing", bucket)
         finally:
             await nc.close()
 

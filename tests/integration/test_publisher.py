@@ -14,10 +14,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
-from privpoll import messaging
-from privpoll.embedded import NatsServer
-from privpoll.publisher import Publisher, Stored
-from privpoll.wire import Connection
+from privpoll.bus import naming
+from privpoll.bus.publisher import Publisher, Stored
+from privpoll.bus.wire import Connection
+from privpoll.local.embedded import NatsServer
 from tests.integration.waiting import eventually
 
 
@@ -27,7 +27,7 @@ async def publishing(
 ) -> AsyncIterator[tuple[Client, Publisher]]:
     """A stream named "s" on ``subjects`` (none: no stream), made through nats-py, and a
     publisher on a lean connection of its own."""
-    nc = await messaging.connect(nats.url, "test")
+    nc = await naming.connect(nats.url, "test")
     connection = Connection(nats.url, "test-publisher")
     try:
         js = nc.jetstream()

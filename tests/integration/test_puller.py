@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.js import JetStreamContext, api
 
-from privpoll import messaging
-from privpoll.embedded import NatsServer
-from privpoll.puller import Puller, PullError
-from privpoll.wire import Connection
+from privpoll.bus import naming
+from privpoll.bus.puller import Puller, PullError
+from privpoll.bus.wire import Connection
+from privpoll.local.embedded import NatsServer
 from tests.integration.waiting import acks_reached
 
 
@@ -22,7 +22,7 @@ async def pulling(
     nats: NatsServer, durable: str = "c"
 ) -> AsyncIterator[tuple[JetStreamContext, Puller]]:
     """A stream "s" on subject "s", its durable consumer "c", and a puller of ``durable``."""
-    nc = await messaging.connect(nats.url, "test")
+    nc = await naming.connect(nats.url, "test")
     wire = Connection(nats.url, "test-pulls")
     try:
         await wire.open()

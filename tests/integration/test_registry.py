@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from privpoll import messaging, provision, randomness
-from privpoll.embedded import NatsServer
-from privpoll.poll import Poll
-from privpoll.registry import Registry
-from privpoll.spec import PollSpec
+from privpoll.bus import naming, topology
+from privpoll.bus.registry import Registry
+from privpoll.core import randomness
+from privpoll.core.poll import Poll
+from privpoll.core.spec import PollSpec
+from privpoll.local.embedded import NatsServer
 
 EVERY = 0.3
 
@@ -22,8 +23,8 @@ def a_poll(name: str) -> Poll:
 
 def run(nats: NatsServer, body: Any) -> Any:
     async def main() -> Any:
-        writer = await messaging.connect(nats.url, "writer")
-        reader = await messaging.connect(nats.url, "reader")
+        writer = await naming.connect(nats.url, "writer")
+        reader = await naming.connect(nats.url, "reader")
         try:
             return await body(writer.jetstream(), reader)
         finally:
@@ -39,7 +40,7 @@ def test_a_change_is_seen_within_the_check_interval(nats: NatsServer) -> None:
     async def body(js: Any, reader: Any) -> tuple[Any, ...]:
         registry = Registry(reader.jetstream(), every=EVERY)
         missing = await registry.get("lunch")  # no bucket yet: made, and nothing in it
-        bucket = await provision.registry(js)
+        bucket = await topology.registry_bucket(js)
         await bucket.put("lunch", poll.to_registry())
         still_missing = await registry.get("lunch")  # within the interval: the cached answer
         await asyncio.sleep(EVERY)
@@ -71,7 +72,7 @@ def test_many_polls_cost_one_request_per_check_while_nothing_changes(nats: NatsS
     async def body(
         js: Any, reader: Any
     ) -> tuple[list[Poll | None], int, int, list[str], list[str]]:
-        bucket = await provision.registry(js)
+        bucket = await topology.registry_bucket(js)
         for poll in polls:
             await bucket.put(poll.name, poll.to_registry())
         registry = Registry(reader.jetstream(), every=EVERY)
@@ -111,7 +112,7 @@ def test_a_write_of_its_own_is_current_at_once(nats: NatsServer) -> None:
         registry = Registry(reader.jetstream(), every=EVERY)
         assert await registry.get("own") is None
         closed = poll.model_copy(update={"closed": True})
-        await (await provision.registry(js)).put("own", closed.to_registry())
+        await (await topology.registry_bucket(js)).put("own", closed.to_registry())
         registry.remember(closed)  # as the ingest does after closing it itself
         return await registry.get("own"), (registry.peek("own") or (None, 0))[0]
 

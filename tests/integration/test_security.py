@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.local.embedded import NatsServer, PostgresServer
 from tests.integration.conftest import ADMIN, CHOICES, System, poll_spec
 from tests.integration.test_pipeline import check_logs_never_join_voters_to_choices
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from privpoll.embedded import NatsServer, PostgresServer
+from privpoll.local.embedded import NatsServer, PostgresServer
 
 from .conftest import fresh_database
 

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from privpoll import storage
-from privpoll.embedded import PostgresServer
+from privpoll.db import storage
+from privpoll.local.embedded import PostgresServer
 
 
 def test_serialization_failure_is_retried(postgres: PostgresServer) -> None:

@@ -12,10 +12,10 @@ from typing import TypeVar
 import pytest
 from nats.js import api
 
-from privpoll import messaging
-from privpoll.embedded import NatsServer
-from privpoll.puller import Puller
-from privpoll.wire import Connection, Delivery, Refused
+from privpoll.bus import naming
+from privpoll.bus.puller import Puller
+from privpoll.bus.wire import Connection, Delivery, Refused
+from privpoll.local.embedded import NatsServer
 from tests.e2e.controlplane import need
 from tests.integration.waiting import acks_reached, eventually
 
@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 async def pull_one(url: str, publish_url: str | None = None) -> list[bytes]:
     """Through a pull connection to ``url``: a message published to a fresh stream, acked."""
-    nc = await messaging.connect(publish_url or url, "test")
+    nc = await naming.connect(publish_url or url, "test")
     wire = Connection(url, "test-pulls")
     try:
         js = nc.jetstream()
@@ -100,7 +100,7 @@ def test_pulls_go_on_after_nats_restarts(nats: NatsServer) -> None:
     async def run() -> tuple[list[bytes], list[bytes], bool]:
         wire = Connection(nats.url, "test-pulls")
         await wire.open()
-        nc = await messaging.connect(nats.url, "test")
+        nc = await naming.connect(nats.url, "test")
         try:
             js = nc.jetstream()
             await js.add_stream(api.StreamConfig(name="s", subjects=["s"]))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from gunicorn.config import Config
 from gunicorn.glogging import Logger
 
-from privpoll.access_log import FORMAT, AccessLog
+from privpoll.web.access_log import FORMAT, AccessLog
 
 TOKEN = "s3cret-invitation-token"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from privpoll.chart import bar_chart, nice_step
+from privpoll.web.chart import bar_chart, nice_step
 
 
 def test_chart_scales_to_the_votes_and_keeps_whiskers_in_range() -> None:

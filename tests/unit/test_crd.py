@@ -62,7 +62,7 @@ def test_sinks_mount_the_database_ca_when_the_dsn_verifies_the_server() -> None:
     )
     pod = deployments.sink("lunch", "actors", settings)["spec"]["template"]["spec"]
     mount = pod["containers"][0]["volumeMounts"][0]
-    assert mount["mountPath"] == deployments.DATABASE_CA_DIR
+    assert mount["mountPath"] == settings.database_ca_dir
     assert mount["readOnly"] is True
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["secretName"] == "privpoll-database-ca"

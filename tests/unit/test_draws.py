@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privpoll import randomness
-from privpoll.noise import Noise, _poisson, _poisson_table, fake_count
-from privpoll.spec import FakeVotes, PollRules
+from privpoll.core import randomness
+from privpoll.core.noise import NoiseDraws, _poisson, _poisson_table, fake_count
+from privpoll.core.spec import FakeVotes, PollRules
 
 words = st.integers(min_value=0, max_value=randomness.WORD - 1)
 
@@ -124,8 +124,8 @@ def test_poisson_table_is_the_loop_of_poisson(mean: float) -> None:
         assert bisect_left(table, u, 0, len(table) - 1) == _poisson(mean, Scripted([u])), u
 
 
-def _noise(fake_votes: dict[str, object], **noise: object) -> Noise:
-    return Noise(
+def _noise(fake_votes: dict[str, object], **noise: object) -> NoiseDraws:
+    return NoiseDraws(
         PollRules.model_validate(
             {
                 "title": "t",
@@ -193,5 +193,5 @@ def test_reported_from_is_randomized_response(coin: int, pick: int) -> None:
 
 
 def test_json_choices_escape_every_choice() -> None:
-    noise = Noise(PollRules.model_validate({"title": "t", "choices": ['"q"', "a\\b", "é"]}))
+    noise = NoiseDraws(PollRules.model_validate({"title": "t", "choices": ['"q"', "a\\b", "é"]}))
     assert noise.json_choices == {'"q"': '"\\"q\\""', "a\\b": '"a\\\\b"', "é": '"é"'}

@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from privpoll import envelope
-from privpoll.envelope import Envelope, seal, seal_bytes
-from privpoll.noise import Noise
-from privpoll.spec import PollRules
+from privpoll.core import envelope
+from privpoll.core.envelope import Envelope, seal, seal_bytes
+from privpoll.core.noise import NoiseDraws
+from privpoll.core.spec import PollRules
 
 labels = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zs", "Zl", "Zp")),
@@ -52,7 +52,7 @@ def polls(draw: st.DrawFn) -> PollRules:
 @given(poll=polls(), voter=labels, data=st.data())
 def test_every_ballot_looks_alike(poll: PollRules, voter: str, data: st.DataObject) -> None:
     choice = data.draw(st.sampled_from(poll.choices))
-    envelope = seal(Noise(poll), voter, choice)
+    envelope = seal(NoiseDraws(poll), voter, choice)
     document = json.loads(envelope.encode())
     assert set(document) == {"id", "actor", "ballots"}
     assert document["actor"] == {"entry": str(envelope.actor.entry), "voter": voter}
@@ -73,7 +73,7 @@ def test_every_ballot_looks_alike(poll: PollRules, voter: str, data: st.DataObje
 def test_a_sink_reads_what_the_ingest_sealed(
     poll: PollRules, voter: str, data: st.DataObject
 ) -> None:
-    sealed = seal(Noise(poll), voter, data.draw(st.sampled_from(poll.choices)))
+    sealed = seal(NoiseDraws(poll), voter, data.draw(st.sampled_from(poll.choices)))
     read = envelope.read(sealed.encode())
     assert read["id"] == str(sealed.id)
     assert read["actor"] == {"entry": str(sealed.actor.entry), "voter": voter}
@@ -82,7 +82,7 @@ def test_a_sink_reads_what_the_ingest_sealed(
 
 def test_a_sink_refuses_what_is_no_envelope() -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ["a", "b"]})
-    good = json.loads(seal(Noise(poll), "v", "a").encode())
+    good = json.loads(seal(NoiseDraws(poll), "v", "a").encode())
     broken = [
         {**good, "extra": 1},
         {k: v for k, v in good.items() if k != "actor"},
@@ -103,10 +103,10 @@ def test_a_sink_refuses_what_is_no_envelope() -> None:
 # ``seal_bytes``: what ``seal(...).encode()`` means, without models. Each check of ``seal``
 # above has its twin here, run on both (``seal`` with a seeded rng where it had one).
 
-Sealer = Callable[[Noise, str, str], tuple[str, bytes]]
+Sealer = Callable[[NoiseDraws, str, str], tuple[str, bytes]]
 
 
-def _seal_encoded(noise: Noise, voter: str, choice: str) -> tuple[str, bytes]:
+def _seal_encoded(noise: NoiseDraws, voter: str, choice: str) -> tuple[str, bytes]:
     sealed = seal(noise, voter, choice)
     return str(sealed.id), sealed.encode()
 
@@ -114,7 +114,7 @@ def _seal_encoded(noise: Noise, voter: str, choice: str) -> tuple[str, bytes]:
 def _seeded_seal() -> Sealer:
     rng = random.Random(7)
 
-    def sealer(noise: Noise, voter: str, choice: str) -> tuple[str, bytes]:
+    def sealer(noise: NoiseDraws, voter: str, choice: str) -> tuple[str, bytes]:
         sealed = seal(noise, voter, choice, rng)
         return str(sealed.id), sealed.encode()
 
@@ -160,7 +160,7 @@ def test_sealed_bytes_are_an_envelope(
     sealer: Sealer, poll: PollRules, voter: str, data: st.DataObject
 ) -> None:
     choice = data.draw(st.sampled_from(poll.choices))
-    sealed_id, sealed = sealer(Noise(poll), voter, choice)
+    sealed_id, sealed = sealer(NoiseDraws(poll), voter, choice)
     decoded = Envelope.decode(sealed)
     assert decoded.encode() == sealed, "the very bytes pydantic writes"
     read = envelope.read(sealed)
@@ -185,7 +185,7 @@ def test_sealed_bytes_are_an_envelope(
 @pytest.mark.parametrize("voter", NASTY_VOTERS)
 def test_any_voter_id_round_trips(sealer: Sealer, voter: str) -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ['say "hi"', "back\\slash", "é"]})
-    _, sealed = sealer(Noise(poll), voter, 'say "hi"')
+    _, sealed = sealer(NoiseDraws(poll), voter, 'say "hi"')
     assert Envelope.decode(sealed).actor.voter == voter
     assert envelope.read(sealed)["actor"]["voter"] == voter
     assert json.loads(sealed)["actor"]["voter"] == voter
@@ -197,7 +197,7 @@ def test_any_voter_id_round_trips(sealer: Sealer, voter: str) -> None:
 def test_a_voter_that_is_no_text_is_refused(sealer: Sealer) -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ["a", "b"]})
     with pytest.raises(ValueError, match="surrogate"):
-        sealer(Noise(poll), "lone \ud800", "a")
+        sealer(NoiseDraws(poll), "lone \ud800", "a")
 
 
 @seeded_sealers
@@ -212,7 +212,7 @@ def test_real_ballot_position_is_uniform_either_way(make_sealer: Callable[[], Se
             },
         }
     )
-    noise, sealer = Noise(poll), make_sealer()
+    noise, sealer = NoiseDraws(poll), make_sealer()
     positions = Counter(
         _ballot_choices(sealer(noise, "v", "real")[1]).index("real") for _ in range(8000)
     )
@@ -247,7 +247,7 @@ def test_fake_ballots_follow_the_noise_spec(
     poll = PollRules.model_validate(
         {"title": "t", "choices": ["a", "b"], "noise": {"fakeVotes": fake_votes}}
     )
-    noise, sealer = Noise(poll), make_sealer()
+    noise, sealer = NoiseDraws(poll), make_sealer()
     draws = 6000
     counts = Counter(len(_ballot_choices(sealer(noise, "v", "a")[1])) - 1 for _ in range(draws))
     assert min(counts) >= poll.noise.fake_votes.lowest
@@ -274,7 +274,7 @@ def test_fixed_counts_give_exactly_one_plus_count_ballots(sealer: Sealer, count:
             },
         }
     )
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
     for _ in range(50):
         sealed_id, sealed = sealer(noise, "v", "a")
         read = envelope.read(sealed)
@@ -295,7 +295,7 @@ def test_fake_choices_follow_the_weights(make_sealer: Callable[[], Sealer]) -> N
             },
         }
     )
-    noise, sealer = Noise(poll), make_sealer()
+    noise, sealer = NoiseDraws(poll), make_sealer()
     seen: Counter[str] = Counter()
     envelopes = 4000
     for _ in range(envelopes):
@@ -324,7 +324,7 @@ def test_randomized_response_replaces_with_its_probability(
             },
         }
     )
-    noise, sealer = Noise(poll), make_sealer()
+    noise, sealer = NoiseDraws(poll), make_sealer()
     draws = 9000
     seen = Counter(_ballot_choices(sealer(noise, "v", "a")[1])[0] for _ in range(draws))
     expected = {"a": 1 - probability + probability / 3, "b": probability / 3}
@@ -337,7 +337,7 @@ def test_randomized_response_replaces_with_its_probability(
 @sealers
 def test_ids_are_not_ordered_either_way(sealer: Sealer) -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ["a", "b"]})
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
     ids = [
         uuid.UUID(b["id"])
         for _ in range(200)
@@ -350,7 +350,7 @@ def test_ids_are_not_ordered_either_way(sealer: Sealer) -> None:
 
 def test_seal_bytes_reads_the_csprng_once(monkeypatch: pytest.MonkeyPatch) -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ["a", "b", "c"]})
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
     reads: list[int] = []
     urandom = os.urandom
 
@@ -368,7 +368,7 @@ def test_seal_bytes_reads_the_csprng_once(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_a_large_k_reads_the_csprng_again() -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ["a", "b"]})
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
     noise.likely_count = 0  # every envelope needs more than the first read
     counts = Counter(len(_ballot_choices(seal_bytes(noise, "v", "a")[1])) - 1 for _ in range(2000))
     assert min(counts) >= 1
@@ -381,7 +381,7 @@ def test_every_draw_comes_from_the_csprng(monkeypatch: pytest.MonkeyPatch) -> No
     poll = PollRules.model_validate(
         {"title": "t", "choices": ["a", "b"], "noise": {"randomizedResponse": {"epsilon": 1}}}
     )
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
     monkeypatch.setattr(os, "urandom", lambda size: bytes(size))
     first = seal_bytes(noise, "v", "b")
     assert all(seal_bytes(noise, "v", "b") == first for _ in range(20))
@@ -397,7 +397,7 @@ def test_every_draw_comes_from_the_csprng(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_seal_bytes_from_many_threads_at_once() -> None:
     poll = PollRules.model_validate({"title": "t", "choices": ["a", "b", "c"]})
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
 
     def work(voter: str) -> list[tuple[str, bytes]]:
         return [seal_bytes(noise, voter, "b") for _ in range(500)]
@@ -433,7 +433,7 @@ def test_every_draw_takes_its_own_bytes(monkeypatch: pytest.MonkeyPatch) -> None
     ids = bytes(range(5 * 16))
     read = array("Q", words).tobytes() + ids
     monkeypatch.setattr(os, "urandom", lambda size: read[:size])
-    sealed_id, sealed = seal_bytes(Noise(poll), "v", "a")
+    sealed_id, sealed = seal_bytes(NoiseDraws(poll), "v", "a")
     texts = [str(uuid.UUID(bytes=ids[i : i + 16], version=4)) for i in range(0, 80, 16)]
     assert sealed_id == texts[0]
     assert json.loads(sealed) == {

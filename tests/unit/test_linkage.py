@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from privpoll import linkage
-from privpoll.envelope import Actor, Ballot, Envelope, seal
-from privpoll.linkage import CERTAIN, NoiseModel, Row, Snapshot, attack
-from privpoll.noise import Noise
-from privpoll.spec import PollRules
+from privpoll.audit import linkage
+from privpoll.audit.linkage import CERTAIN, NoiseModel, Row, Snapshot, attack
+from privpoll.core.envelope import Actor, Ballot, Envelope, seal
+from privpoll.core.noise import NoiseDraws
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 
@@ -100,7 +100,7 @@ def record(
 def cast(
     poll: PollRules, truth: Sequence[str], rng: random.Random
 ) -> tuple[list[Envelope], dict[str, str]]:
-    noise = Noise(poll)
+    noise = NoiseDraws(poll)
     envelopes = [seal(noise, f"voter-{i}", c, rng) for i, c in enumerate(truth)]
     return envelopes, {f"voter-{i}": c for i, c in enumerate(truth)}
 

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from privpoll.noise import Noise
-from privpoll.results import estimate, expected_margin
-from privpoll.spec import PollRules
+from privpoll.core.noise import NoiseDraws
+from privpoll.core.results import estimate, expected_margin
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 
@@ -63,7 +63,7 @@ def test_no_voters_no_error() -> None:
 )
 def test_margin_predicts_the_spread_of_simulated_polls(spec: PollRules) -> None:
     rng = random.Random(6)
-    noise = Noise(spec)
+    noise = NoiseDraws(spec)
     voters = 150
     truth = {c: voters // 3 for c in CHOICES}
     misses = []

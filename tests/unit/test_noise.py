@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from privpoll.noise import epsilon, fake_count
-from privpoll.spec import FakeVotes
+from privpoll.core.noise import epsilon, fake_count
+from privpoll.core.spec import FakeVotes
 
 
 @pytest.mark.parametrize(

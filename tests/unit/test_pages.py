@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from privpoll.ingest import create_app
 from privpoll.settings import Settings
+from privpoll.web.app import create_app
 
 ADMIN = "unit-admin-token"
 

@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from privpoll.poll_form import (
+from privpoll.core.results import expected_margin
+from privpoll.core.spec import NewPoll
+from privpoll.web.forms import (
     PRESETS,
     PollForm,
     VoterListError,
@@ -17,8 +19,6 @@ from privpoll.poll_form import (
     parse_voters,
     slug,
 )
-from privpoll.results import expected_margin
-from privpoll.spec import NewPoll
 
 
 def submitted(fields: dict[str, str], choices: list[str], upload: str | None = None) -> PollForm:

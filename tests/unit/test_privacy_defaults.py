@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from privpoll.noise import epsilon
-from privpoll.results import estimate
-from privpoll.spec import PollRules
+from privpoll.core.noise import epsilon
+from privpoll.core.results import estimate
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 

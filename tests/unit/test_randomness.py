@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from privpoll import randomness
+from privpoll.core import randomness
 
 
 def test_every_order_of_three_is_equally_likely() -> None:

@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from privpoll.ingest import create_app
-from privpoll.ratelimit import Limiter, Rate
-from privpoll.settings import Settings
+from privpoll.service.ratelimit import Limiter
+from privpoll.settings import Rate, Settings
+from privpoll.web.app import create_app
 
 ADMIN = "unit-admin-token"
 
@@ -178,7 +178,7 @@ def test_every_response_carries_the_security_headers(path: str, accept: str) -> 
 
 
 def test_votes_answer_with_the_api_s_headers_and_errors() -> None:
-    """Votes are answered in front of Flask (privpoll.vote_route): same headers, same JSON."""
+    """Votes are answered in front of Flask (privpoll.web.vote_route): same headers, same JSON."""
     client = app().test_client()
     vote = client.post("/api/v1/polls/lunch/votes", data="x", content_type="text/plain")
     other = client.get("/api/v1/nowhere")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from privpoll.noise import Noise
-from privpoll.results import estimate
-from privpoll.spec import PollRules
+from privpoll.core.noise import NoiseDraws
+from privpoll.core.results import estimate
+from privpoll.core.spec import PollRules
 
 CHOICES = ["pizza", "sushi", "tacos"]
 TRUTH = {"pizza": 75, "sushi": 45, "tacos": 30}
@@ -26,7 +26,7 @@ def rules(fake_votes: dict[str, Any], **noise: Any) -> PollRules:
 
 def simulate(spec: PollRules, rng: random.Random) -> tuple[Counter[str], int]:
     """One poll: every voter's real ballot (after randomized response) plus K fakes."""
-    noise = Noise(spec)
+    noise = NoiseDraws(spec)
     stored: Counter[str] = Counter()
     for choice, count in TRUTH.items():
         for _ in range(count):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from privpoll.spec import (
+from privpoll.core.spec import (
     NewPoll,
     PollSpec,
     describe,

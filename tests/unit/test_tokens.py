@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 
-from privpoll import tokens
+from privpoll.core import tokens
 
 SECRET = b"s3cret"
 POLL = uuid.uuid4()

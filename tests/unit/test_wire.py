@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privpoll.wire import Server, _Protocol
+from privpoll.bus.wire import Server, _Protocol
 
 Frame = tuple[bytes, bytes, bytes, bytes]
 

@@ -1,0 +1,225 @@
+"""``privpoll up``: the whole system on one machine, under one data folder.
+
+Starts (unless pointed at existing ones) a nats-server with JetStream and a PostgreSQL server,
+applies the schema, re-provisions known polls, then supervises the ingest (gunicorn), the
+two sinks and the re-mixer as child processes, restarting any that dies, until Ctrl-C stops
+everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from privpoll.bus import naming, topology
+from privpoll.core import randomness
+from privpoll.db import storage
+from privpoll.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def load_secrets(settings: Settings) -> Settings:
+    """Admin token and HMAC key from the environment, else kept in the data folder."""
+    path = settings.data_dir / "secrets.json"
+    stored: dict[str, str] = {}
+    if path.exists():
+        stored = json.loads(path.read_text())
+    changed = False
+    for name in ("admin_token", "secret"):
+        if not stored.get(name):
+            stored[name] = randomness.token()
+            changed = True
+    if changed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(stored, out)
+    return settings.model_copy(
+        update={
+            "admin_token": settings.admin_token or stored["admin_token"],
+            "secret": settings.secret or stored["secret"],
+        }
+    )
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    log_path: Path
+    pid_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.pid_path.write_text(str(self.process.pid))
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+        self.pid_path.unlink(missing_ok=True)
+
+
+CONFIG = "python:privpoll.web.gunicorn_conf"
+
+
+def gunicorn_argv(app: str | None = None) -> list[str]:
+    """The ingest's gunicorn command line (privpoll.web.gunicorn_conf), serving ``app`` if
+    given (the benchmark serves its comparison apps so, that only the app differs). Its
+    settings come from the environment: run it with ``settings.to_env()``."""
+    return [sys.executable, "-m", "gunicorn", "--config", CONFIG, *([app] if app else [])]
+
+
+def children(settings: Settings) -> list[Child]:
+    logs = settings.data_dir / "logs"
+    run = settings.data_dir / "run"
+    logs.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    python = sys.executable
+    ingest = gunicorn_argv()
+    found = [Child("ingest", ingest, logs / "ingest.log", run / "ingest.pid")]
+    for role in naming.ROLES:
+        argv = [python, "-m", "privpoll", "sink", role]
+        found.append(
+            Child(f"sink-{role}", argv, logs / f"sink-{role}.log", run / f"sink-{role}.pid")
+        )
+    # Rewrites each poll's rows once it closed and the sinks drained it (privpoll.workers.remixer).
+    remixer = [python, "-m", "privpoll", "remixer"]
+    found.append(Child("remixer", remixer, logs / "remixer.log", run / "remixer.pid"))
+    return found
+
+
+async def _reprovision(settings: Settings) -> None:
+    nc = await naming.connect(settings.nats_url, name="privpoll-up")
+    try:
+        js = nc.jetstream()
+        with storage.connect(settings.database_url) as conn:
+            for poll in storage.list_polls(conn):
+                await topology.provision_queue(js, poll, replicas=settings.stream_replicas)
+    finally:
+        await nc.close()
+
+
+def prepare(settings: Settings) -> None:
+    """Schema and queues for every known poll; safe to run at every start."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with storage.connect(settings.database_url) as conn:
+                storage.migrate(conn)
+            break
+        # PostgreSQL still starting raises several kinds; after the deadline, the last one.
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    asyncio.run(_reprovision(settings))
+
+
+class Stop(Exception):
+    pass
+
+
+def up(settings: Settings) -> None:
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token_given = bool(settings.admin_token)
+    settings = load_secrets(settings)
+
+    from privpoll.local.embedded import NatsServer, PostgresServer
+
+    servers: list[NatsServer | PostgresServer] = []
+    procs: list[Child] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise Stop
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if not settings.nats_url:
+            nats = NatsServer(settings.data_dir / "nats")
+            servers.append(nats)
+            nats.start()
+            settings = settings.model_copy(update={"nats_url": nats.url})
+        if not settings.database_url:
+            pg = PostgresServer(settings.data_dir / "postgres")
+            servers.append(pg)
+            pg.start()
+            settings = settings.model_copy(update={"database_url": pg.dsn})
+        prepare(settings)
+        env = {**os.environ, **settings.to_env()}
+        procs = children(settings)
+        for child in procs:
+            child.start(env)
+        _banner(settings, token_given)
+        while True:
+            for child in procs:
+                if not child.alive():
+                    code = child.process.returncode if child.process else None
+                    delay = min(2 ** min(child.restarts, 5) * 0.25, 5.0)
+                    if time.monotonic() - child.started_at > 30:
+                        child.restarts = 0
+                    print(f"privpoll: {child.name} exited ({code}); restarting", flush=True)
+                    child.stop()
+                    time.sleep(delay)
+                    child.restarts += 1
+                    child.start(env)
+            time.sleep(0.5)
+    except Stop:
+        print("\nprivpoll: stopping", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(procs):
+            child.stop()
+        for server in reversed(servers):
+            server.stop()
+        print("privpoll: stopped", flush=True)
+
+
+def _banner(settings: Settings, token_given: bool) -> None:
+    # A token the user chose is theirs already: never echo a secret into a log for nothing.
+    token = "the one in PRIVPOLL_ADMIN_TOKEN" if token_given else settings.admin_token
+    print(
+        "\n".join(
+            [
+                "",
+                f"privpoll is up at {settings.base_url}",
+                f"  admin token: {token}",
+                f"  data folder: {settings.data_dir}",
+                f"  logs:        {settings.data_dir / 'logs'}",
+                "  stop with Ctrl-C",
+                "",
+            ]
+        ),
+        flush=True,
+    )

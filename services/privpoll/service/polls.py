@@ -1,0 +1,296 @@
+"""What the HTTP API and the web pages do with polls: one implementation behind both.
+
+Each function runs inside a request of the ingest and raises ``ApiError`` with the status,
+code and message both edges show (as JSON or as a page).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from privpoll import cluster
+from privpoll.bus.ballot_box import AlreadyVoted, PollClosed, QueueDown
+from privpoll.bus.topology import JetStream
+from privpoll.core import tokens
+from privpoll.core.poll import Phase, Poll
+from privpoll.core.results import summarize
+from privpoll.core.spec import NAME_PATTERN, NewPoll, describe, problems
+from privpoll.db import storage
+from privpoll.db.remix import Remixed
+from privpoll.service import lifecycle
+from privpoll.service.errors import RETRY_AFTER, ApiError, queue_down, unavailable
+from privpoll.service.services import Services
+
+PROVISION_WAIT = 30.0
+T = TypeVar("T")
+_NAME = re.compile(NAME_PATTERN)
+
+
+@dataclass(frozen=True)
+class Invitation:
+    voter: str
+    token: str
+    url: str
+
+
+def not_found(name: str) -> ApiError:
+    return ApiError(404, "poll_not_found", f"there is no poll named {name!r}")
+
+
+def check_name(name: str) -> None:
+    """No poll has a name that a poll could not be created with: 404 before any lookup."""
+    if not _NAME.fullmatch(name):
+        raise not_found(name)
+
+
+def stored_poll(svc: Services, name: str) -> Poll:
+    check_name(name)
+    with svc.pool.connection() as conn:
+        poll = storage.get_poll(conn, name)
+    if poll is None:
+        raise not_found(name)
+    return poll
+
+
+def all_polls(svc: Services) -> list[Poll]:
+    with svc.pool.connection() as conn:
+        return storage.list_polls(conn)
+
+
+def parse_new_poll(body: Any, *, strict: bool = False) -> NewPoll:
+    """The poll a body describes. ``strict``: JSON types exactly as the OpenAPI document says
+    (``"10"`` is not a number), for the API; the pages' form sends every field as text."""
+    try:
+        if strict:
+            return NewPoll.model_validate_json(json.dumps(body), strict=True)
+        return NewPoll.model_validate(body)
+    except ValidationError as error:
+        found = problems(error)
+        raise ApiError(
+            400, "invalid_poll", describe(found), fields=[p.model_dump() for p in found]
+        ) from error
+
+
+def _on_queue(svc: Services, work: Callable[[JetStream], Awaitable[T]]) -> T:
+    """Run a step of the poll's life on this worker's NATS loop (which holds its connection);
+    a poll it returns is what this worker's registry cache holds from then on."""
+
+    async def step() -> T:
+        done = await work(await svc.box.jetstream())
+        if isinstance(done, Poll):
+            svc.box.remember(done)
+        return done
+
+    return svc.box.call(step())
+
+
+def create_poll(svc: Services, new: NewPoll) -> Poll:
+    if svc.settings.control_plane == "kubernetes":
+        return _create_on_cluster(svc, new)
+    poll = lifecycle.new_poll(new.name, new.spec)
+    replicas = svc.settings.stream_replicas
+    try:
+        with svc.pool.connection() as conn:
+            stored = _on_queue(
+                svc, lambda js: lifecycle.provision(js, conn, poll, new.spec, replicas=replicas)
+            )
+    except QueueDown as error:
+        raise queue_down() from error
+    if stored.uid != poll.uid:
+        raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
+    return stored
+
+
+def _create_on_cluster(svc: Services, new: NewPoll) -> Poll:
+    """Create the Poll resource and wait for the operator to provision it."""
+    try:
+        created = cluster.create_resource(svc.settings.namespace, new)
+    # The Kubernetes client raises its own, urllib3's and the socket's errors alike.
+    except Exception as error:
+        raise unavailable(
+            "kubernetes_unavailable",
+            "the Kubernetes API did not take the Poll; try again in a few seconds",
+        ) from error
+    if not created:
+        raise ApiError(409, "poll_exists", f"a poll named {new.name!r} exists already")
+    deadline = time.monotonic() + PROVISION_WAIT
+    while time.monotonic() < deadline:
+        try:
+            found = svc.box.call(svc.box.poll(new.name, fresh=True))
+        except QueueDown:
+            found = None
+        if found is not None:
+            return found
+        time.sleep(0.25)
+    raise unavailable(
+        "provisioning",
+        f"the Poll {new.name!r} was created; the operator has not provisioned it yet "
+        f"(kubectl get poll {new.name} shows why)",
+    )
+
+
+def close_poll(svc: Services, name: str) -> Poll:
+    stored_poll(svc, name)
+    replicas = svc.settings.stream_replicas
+    try:
+        with svc.pool.connection() as conn:
+            closed = _on_queue(svc, lambda js: lifecycle.close(js, conn, name, replicas=replicas))
+    except QueueDown as error:
+        raise queue_down() from error
+    if closed is None:
+        raise not_found(name)
+    return closed
+
+
+def remix_poll(svc: Services, name: str) -> Remixed:
+    """Rewrite a closed, drained poll's rows with fresh ids in one transaction, then purge."""
+    poll = stored_poll(svc, name)
+    replicas = svc.settings.stream_replicas
+    with svc.pool.connection() as conn:
+        try:
+            return _on_queue(svc, lambda js: lifecycle.remix(js, conn, poll, replicas=replicas))
+        except QueueDown as error:
+            raise unavailable(
+                "queue_unavailable",
+                "NATS cannot say whether the sinks drained the poll; try again in a few seconds",
+            ) from error
+        except lifecycle.NotReady as refused:
+            retry = {"Retry-After": RETRY_AFTER} if refused.retry else None
+            raise ApiError(409, refused.code, str(refused), headers=retry) from refused
+
+
+def turnout(svc: Services, poll: Poll) -> dict[str, int]:
+    """Eligible voters, and the voters and votes the database holds so far."""
+    with svc.pool.connection() as conn:
+        votes, voters, _ = storage.tally(conn, poll.uid)
+    return {"eligible": poll.eligible, "voters": voters, "votes": votes}
+
+
+def voter_ids(svc: Services, poll: Poll) -> list[str]:
+    with svc.pool.connection() as conn:
+        return storage.voter_ids(conn, poll.name)
+
+
+def each_invitation(
+    svc: Services, poll: Poll, voters: Iterable[str] | None = None
+) -> Iterator[Invitation]:
+    """The invitations of ``voters`` (all the poll's if None) one by one, made as they are
+    read: a poll of 100,000 voters is never held as 100,000 invitations at once (they take
+    seconds of CPU to make). The voter list is read before this returns."""
+    settings = svc.settings
+    chosen = voter_ids(svc, poll) if voters is None else voters
+
+    def made() -> Iterator[Invitation]:
+        for voter in chosen:
+            token = tokens.voter_token(settings.secret_bytes, poll.uid, voter)
+            link = f"{settings.base_url}/vote/{poll.name}?voter={quote(voter, safe='')}"
+            yield Invitation(voter, token, f"{link}&token={token}")
+
+    return made()
+
+
+def voted(svc: Services, poll: Poll) -> set[str]:
+    """The voters who voted, never what: stored ones and, in ``prevent`` mode, queued ones.
+
+    Votes reach the database in mixed batches, so the stored voters lag behind; the
+    reservations of ``prevent`` mode are there as soon as a vote is accepted.
+    """
+    with svc.pool.connection() as conn:
+        found = storage.voted(conn, poll.uid)
+    try:
+        reserved = svc.box.call(svc.box.reserved(poll))
+    except QueueDown:
+        reserved = set()
+    if reserved:
+        found |= {
+            voter
+            for voter in voter_ids(svc, poll)
+            if tokens.reservation_key(poll.uid, voter) in reserved
+        }
+    return found
+
+
+def accepted_voters(svc: Services, poll: Poll) -> int | None:
+    """How many voters have a vote accepted, counted from reservations; None if unknown."""
+    if poll.rules.duplicates != "prevent":
+        return None
+    try:
+        return len(svc.box.call(svc.box.reserved(poll)))
+    except QueueDown:
+        return None
+
+
+def results_of(svc: Services, poll: Poll, *, admin: bool) -> dict[str, Any]:
+    """The results document; before close only the admin sees an ``afterClose`` poll's."""
+    phase = poll.phase()
+    hidden = poll.rules.results.visibility == "afterClose" and phase is not Phase.CLOSED
+    if hidden and not admin:
+        raise ApiError(
+            403,
+            "results_not_public_yet",
+            "this poll shows its results after it closes (the admin token sees them now)",
+        )
+    with svc.pool.connection() as conn:
+        votes, voters, stored = storage.tally(conn, poll.uid)
+    return summarize(poll.rules, phase.value, votes, voters, stored)
+
+
+def open_ballot(svc: Services, name: str, voter: str, token: str) -> Poll:
+    """The poll a voter may vote in now with this invitation, or the reason why not."""
+    check_name(name)
+    poll = svc.box.recent(name)
+    if poll is None:
+        try:
+            poll = svc.box.call(svc.box.poll(name))
+        except QueueDown as error:
+            raise queue_down() from error
+    if poll is None:
+        raise not_found(name)
+    phase = poll.phase()
+    if phase is Phase.CLOSED:
+        raise ApiError(410, "poll_closed", "this poll is closed; votes are no longer taken")
+    if phase is Phase.PENDING:
+        opens = poll.rules.schedule.opens_at
+        raise ApiError(409, "poll_not_open", f"this poll opens at {opens:%Y-%m-%d %H:%M %Z}")
+    if not tokens.is_valid(svc.settings.secret_bytes, poll.uid, voter, token):
+        raise ApiError(
+            403, "invalid_token", "this invitation token is not valid for this voter and poll"
+        )
+    return poll
+
+
+def has_voted(svc: Services, poll: Poll, voter: str) -> bool:
+    """Whether this voter's vote was accepted already (``prevent`` mode; else False)."""
+    try:
+        return svc.box.call(svc.box.has_voted(poll, voter))
+    except QueueDown as error:
+        raise queue_down() from error
+
+
+def cast(svc: Services, poll: Poll, voter: str, choice: str) -> None:
+    """Queue one vote durably (the voter and token were checked by ``open_ballot``)."""
+    if choice not in poll.rules.choices:
+        raise ApiError(
+            400,
+            "invalid_choice",
+            f"choice {choice!r} is not one of {', '.join(poll.rules.choices)}",
+        )
+    try:
+        svc.box.call(svc.box.cast(poll, voter, choice))
+    except AlreadyVoted as error:
+        raise ApiError(409, "already_voted", "this invitation has been used to vote") from error
+    except PollClosed as error:
+        raise ApiError(410, "poll_closed", "this poll is closed; votes are no longer taken") from (
+            error
+        )
+    except QueueDown as error:
+        raise queue_down() from error
+    svc.metrics.count("privpoll_votes_accepted_total")

@@ -1,0 +1,158 @@
+"""The HTTP API of docs/design.md: polls, invitations, votes and results under /api/v1."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from privpoll.core import tokens
+from privpoll.service import polls, ratelimit
+from privpoll.service.errors import ApiError
+from privpoll.web import vote_route
+from privpoll.web.context import client_address, services
+from privpoll.web.openapi import document
+from privpoll.web.request_body import read_json
+
+api = Blueprint("api", __name__)
+
+# Served by privpoll.web.vote_route in front of Flask; the rule here gives the path its 405s,
+# OPTIONS and url_for.
+api.add_url_rule(vote_route.RULE, "vote", methods=["POST"])
+
+
+def _json_body() -> Any:
+    return read_json(request.environ, current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def _require_admin() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "this call needs the admin token: send 'Authorization: Bearer <admin token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    # Guesses of the admin token count against the same limit as on the sign-in page.
+    svc = services()
+    wait = svc.signins.wait(client_address())
+    if wait:
+        raise ratelimit.refused(wait, "wrong admin tokens")
+    if not tokens.same_secret(svc.settings.admin_token, given.strip()):
+        svc.signins.spend(client_address())
+        raise ApiError(403, "forbidden", "the admin token is not valid")
+
+
+def _is_admin() -> bool:
+    try:
+        _require_admin()
+    except ApiError:
+        return False
+    return True
+
+
+@api.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@api.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    svc = services()
+    checks = {"nats": svc.box.connected, "database": True}
+    try:
+        with svc.pool.connection(timeout=2) as conn:
+            conn.execute("SELECT 1")
+    # Whatever fails here (no connection, a pool timeout, a broken one) means "not ready".
+    except Exception:
+        checks["database"] = False
+    ready = all(checks.values())
+    return jsonify({"ready": ready, "checks": checks}), 200 if ready else 503
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    return Response(services().metrics.render(), mimetype="text/plain; version=0.0.4")
+
+
+@api.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())
+
+
+@api.post("/api/v1/polls")
+def create_poll() -> tuple[Response, int]:
+    _require_admin()
+    stored = polls.create_poll(services(), polls.parse_new_poll(_json_body(), strict=True))
+    return jsonify(stored.summary()), 201
+
+
+@api.get("/api/v1/polls")
+def list_polls() -> Response:
+    _require_admin()
+    return jsonify(
+        [
+            {**p.summary(), "turnout": polls.turnout(services(), p)}
+            for p in polls.all_polls(services())
+        ]
+    )
+
+
+@api.get("/api/v1/polls/<name>")
+def get_poll(name: str) -> Response:
+    poll = polls.stored_poll(services(), name)
+    return jsonify({**poll.summary(), "turnout": polls.turnout(services(), poll)})
+
+
+@api.post("/api/v1/polls/<name>/close")
+def close_poll(name: str) -> Response:
+    _require_admin()
+    closed = polls.close_poll(services(), name)
+    return jsonify({**closed.summary(), "turnout": polls.turnout(services(), closed)})
+
+
+@api.get("/api/v1/polls/<name>/invitations")
+def invitations(name: str) -> Response:
+    _require_admin()
+    found = polls.each_invitation(services(), polls.stored_poll(services(), name))
+    items = ({"voter": i.voter, "token": i.token, "url": i.url} for i in found)
+    return Response(_json_array(items), mimetype="application/json")
+
+
+def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
+    """A JSON array written as it is made, in chunks of about 64 KiB.
+
+    After each chunk it lets the worker's other requests run: under gevent nothing else
+    would until the whole array is made (a poll of many voters takes seconds of CPU, in
+    chunks of a few ms), and a socket that takes the chunk at once does not yield."""
+    chunk = [b"["]
+    size = 0
+    for n, item in enumerate(items):
+        part = (b"," if n else b"") + json.dumps(item).encode()
+        chunk.append(part)
+        size += len(part)
+        if size >= 1 << 16:
+            yield b"".join(chunk)
+            chunk, size = [], 0
+            time.sleep(0)  # gevent.sleep(0) in a gevent worker, a GIL release in gthread
+    chunk.append(b"]")
+    yield b"".join(chunk)
+
+
+@api.get("/api/v1/polls/<name>/results")
+def results(name: str) -> Response:
+    return jsonify(
+        polls.results_of(services(), polls.stored_poll(services(), name), admin=_is_admin())
+    )
+
+
+@api.post("/api/v1/polls/<name>/remix")
+def remix_poll(name: str) -> Response:
+    """Rewrite a closed, drained poll's rows with fresh ids in one transaction, then vacuum."""
+    _require_admin()
+    return jsonify(polls.remix_poll(services(), name).to_json())

@@ -1,0 +1,354 @@
+"""The OpenAPI 3.1 document of the HTTP API, its schemas generated from the same models.
+
+Every status an operation can answer is listed with the body it carries, and every body
+schema says exactly which fields come back (tests/integration/test_bad_input.py holds the
+running system to this document with schemathesis).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from privpoll import __version__
+
+_REF = "#/components/schemas/{model}"
+
+_ERROR: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "stable, for programs"},
+                "message": {"type": "string", "description": "what to do next, for people"},
+                "fields": {
+                    "type": "array",
+                    "description": "one entry per invalid field of the body",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["field", "message"],
+                        "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    },
+}
+
+_TURNOUT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["eligible", "voters", "votes"],
+    "properties": {
+        "eligible": {"type": "integer", "minimum": 0},
+        "voters": {"type": "integer", "minimum": 0, "description": "distinct voters stored"},
+        "votes": {"type": "integer", "minimum": 0, "description": "votes stored"},
+    },
+}
+
+_POLL_FIELDS: dict[str, Any] = {
+    "name": {"type": "string"},
+    "uid": {"type": "string", "format": "uuid"},
+    "phase": {"enum": ["Pending", "Open", "Closed"]},
+    "spec": {"$ref": "#/components/schemas/PollRules"},
+    "eligibleVoters": {"type": "integer", "minimum": 0},
+}
+
+_POLL: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": list(_POLL_FIELDS),
+    "properties": _POLL_FIELDS,
+}
+
+_POLL_WITH_TURNOUT: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [*_POLL_FIELDS, "turnout"],
+    "properties": {**_POLL_FIELDS, "turnout": {"$ref": "#/components/schemas/Turnout"}},
+}
+
+_RESULTS_FIELDS: dict[str, Any] = {
+    "phase": {"enum": ["Pending", "Open", "Closed"]},
+    "choices": {"type": "array", "items": {"$ref": "#/components/schemas/ChoiceResult"}},
+    "votes": {"$ref": "#/components/schemas/VoteCounts"},
+    "noise": {"$ref": "#/components/schemas/Noise"},
+    "epsilon": {
+        "type": ["number", "null"],
+        "description": "the privacy loss bound ε of randomized response; null when it is off",
+    },
+}
+
+_INVITATION: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["voter", "token", "url"],
+    "properties": {
+        "voter": {"type": "string"},
+        "token": {"type": "string"},
+        "url": {"type": "string", "format": "uri"},
+    },
+}
+
+_REMIXED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "remixed", "votes", "ballots", "purge", "message"],
+    "properties": {
+        "name": {"type": "string"},
+        "remixed": {"const": True},
+        "votes": {"type": "integer", "minimum": 0},
+        "ballots": {"type": "integer", "minimum": 0},
+        "purge": {"enum": ["vacuumed", "pending", "gc"]},
+        "message": {"type": "string"},
+    },
+}
+
+_QUEUED: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["status"],
+    "properties": {"status": {"const": "queued"}},
+}
+
+_READY: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["ready", "checks"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "checks": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["nats", "database"],
+            "properties": {"nats": {"type": "boolean"}, "database": {"type": "boolean"}},
+        },
+    },
+}
+
+_HEALTH: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["status"],
+    "properties": {"status": {"const": "ok"}},
+}
+
+# Why each error status comes back; an operation lists the ones it can answer.
+_WHY = {
+    400: "the body or a field is invalid (the message and `fields` say which)",
+    401: "no admin token was sent",
+    403: "the token is not valid",
+    404: "there is no poll of that name",
+    409: "conflicts with the poll's state",
+    410: "the poll is closed",
+    413: "the body is too large",
+    415: "the body is not application/json",
+    429: "too many requests from this address; retry after Retry-After seconds",
+    503: "a server it needs is unavailable; retry after Retry-After seconds",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"required": True, "schema": {"const": "Bearer"}}},
+    429: {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+    503: {"Retry-After": {"required": True, "schema": {"type": "string", "pattern": "^[0-9]+$"}}},
+}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status in statuses:
+        response: dict[str, Any] = {
+            "description": _WHY[status],
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        out[str(status)] = response
+    return out
+
+
+def _json(schema: dict[str, Any], description: str = "ok") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_NAME = [
+    {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "the poll's name; any other text answers 404",
+        "schema": {"type": "string"},
+    }
+]
+_ADMIN: list[dict[str, list[str]]] = [{"admin": []}]
+# Admin calls: a missing token, a wrong one, or too many wrong ones from one address.
+_AUTH = (401, 403, 429)
+
+
+def _models() -> dict[str, Any]:
+    """JSON schemas of the pydantic models the API reads and writes, sharing one $defs."""
+    from privpoll.core.results import ChoiceResult, VoteCounts
+    from privpoll.core.spec import NewPoll, PollRules
+    from privpoll.web.vote_route import VoteRequest
+
+    _, found = models_json_schema(
+        [
+            (NewPoll, "validation"),
+            (PollRules, "validation"),
+            (VoteRequest, "validation"),
+            (ChoiceResult, "serialization"),
+            (VoteCounts, "serialization"),
+        ],
+        by_alias=True,
+        ref_template=_REF,
+    )
+    schemas: dict[str, Any] = found["$defs"]
+    for name in ("ChoiceResult", "VoteCounts"):
+        schemas[name]["additionalProperties"] = False
+    return schemas
+
+
+@cache
+def document() -> dict[str, Any]:
+    schemas = _models()
+    schemas["Vote"] = schemas.pop("VoteRequest")
+    results = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": list(_RESULTS_FIELDS),
+        "properties": _RESULTS_FIELDS,
+    }
+    ours = {
+        "Error": _ERROR,
+        "Poll": _POLL,
+        "PollWithTurnout": _POLL_WITH_TURNOUT,
+        "Turnout": _TURNOUT,
+        "PollResults": results,
+    }
+    assert not set(ours) & set(schemas), "a hand-written schema shadows a model's"
+    schemas.update(ours)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "privpoll", "version": __version__},
+        "components": {
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+        "paths": {
+            "/api/v1/polls": {
+                "post": {
+                    "summary": "Create a poll",
+                    "security": _ADMIN,
+                    "requestBody": _body("NewPoll"),
+                    "responses": {
+                        "201": _json(_ref("Poll"), "created"),
+                        **_errors(400, *_AUTH, 409, 413, 415, 503),
+                    },
+                },
+                "get": {
+                    "summary": "Every poll, with its turnout",
+                    "security": _ADMIN,
+                    "responses": {
+                        "200": _json({"type": "array", "items": _ref("PollWithTurnout")}),
+                        **_errors(*_AUTH, 503),
+                    },
+                },
+            },
+            "/api/v1/polls/{name}": {
+                "get": {
+                    "summary": "A poll, its phase and turnout (no voter list)",
+                    "parameters": _NAME,
+                    "responses": {"200": _json(_ref("PollWithTurnout")), **_errors(404, 503)},
+                }
+            },
+            "/api/v1/polls/{name}/close": {
+                "post": {
+                    "summary": "Close a poll now",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "200": _json(_ref("PollWithTurnout")),
+                        **_errors(*_AUTH, 404, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/remix": {
+                "post": {
+                    "summary": "Rewrite a closed, drained poll's rows with fresh ids, then vacuum",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {"200": _json(_REMIXED), **_errors(*_AUTH, 404, 409, 503)},
+                }
+            },
+            "/api/v1/polls/{name}/invitations": {
+                "get": {
+                    "summary": "Every voter's invitation: token and link",
+                    "security": _ADMIN,
+                    "parameters": _NAME,
+                    "responses": {
+                        "200": _json({"type": "array", "items": _INVITATION}),
+                        **_errors(*_AUTH, 404, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/votes": {
+                "post": {
+                    "summary": "Vote with an invitation's voter id and token",
+                    "parameters": _NAME,
+                    "requestBody": _body("Vote"),
+                    "responses": {
+                        "202": _json(_QUEUED, "accepted: durably queued"),
+                        **_errors(400, 403, 404, 409, 410, 413, 415, 429, 503),
+                    },
+                }
+            },
+            "/api/v1/polls/{name}/results": {
+                "get": {
+                    "summary": "Estimates with 95% intervals (afterClose polls: admin only)",
+                    # Anyone; the admin token also shows an afterClose poll's results early.
+                    "security": [{}, *_ADMIN],
+                    "parameters": _NAME,
+                    "responses": {"200": _json(_ref("PollResults")), **_errors(403, 404, 503)},
+                }
+            },
+            "/healthz": {"get": {"responses": {"200": _json(_HEALTH, "the process is up")}}},
+            "/readyz": {
+                "get": {
+                    "responses": {
+                        "200": _json(_READY, "NATS and the database answer"),
+                        "503": _json(_READY, "not ready: `checks` says which is missing"),
+                    }
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text; no label names a voter or choice",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    }
+                }
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "responses": {"200": _json({"type": "object"}, "this document")},
+                }
+            },
+        },
+    }
