@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from privpoll.embedded import free_port
+from privpoll.local.embedded import free_port
 from tests.cluster.oci import File, write_image
 from tests.e2e.controlplane import ROOT, ControlPlane, binaries, need
 

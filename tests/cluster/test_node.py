@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from privpoll.embedded import free_port
+from privpoll.local.embedded import free_port
 from tests.cluster.cluster import ECHO_IMAGE, NODE_NAME, PAUSE_IMAGE, Cluster
 from tests.cluster.conftest import up_to
 
