@@ -12,7 +12,9 @@ X.tar IMAGE`, one archive per image); their names:
     PRIVPOLL_NATS_IMAGE       default localhost/privpoll-nats:dev     nats-server as entrypoint
     PRIVPOLL_POSTGRES_IMAGE   default localhost/privpoll-postgres:dev POSTGRES_USER/PASSWORD/DB
 
-Without them these tests skip, saying which image is missing.
+Without them these tests skip, saying which image is missing. The privpoll image must be
+built from the same commit as the chart: the chart names the image's modules (an image of
+an older commit fails `helm install`, its ingest never Ready).
 """
 
 from __future__ import annotations
