@@ -9,7 +9,7 @@ export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
 .PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report mutate chromium openssl \
-	podman image images containers tools clean
+	podman image images containers tools cluster-deps e2e-cluster clean
 
 install: $(STAMP)
 
@@ -95,6 +95,37 @@ openssl:
 		else \
 			echo "Some tests need openssl: run 'sudo apt-get install openssl' (they skip without it)"; \
 		fi
+
+# A one-node Kubernetes cluster from real components (tests/cluster/README.md): containerd,
+# runc and the CNI plugins from Debian; kubelet, kube-proxy, the scheduler, the
+# controller-manager and CoreDNS built from their Go modules (first time: about 20 minutes).
+cluster-deps:
+	@missing=""; for tool in containerd runc iptables conntrack; do \
+		command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -x /usr/lib/cni/bridge ] || missing="$$missing containernetworking-plugins"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				--no-install-recommends containerd runc containernetworking-plugins iptables \
+				conntrack >/dev/null; \
+		else \
+			echo "The cluster tests need:$$missing (sudo apt-get install containerd runc containernetworking-plugins iptables conntrack)"; \
+		fi; \
+	fi
+
+# The user's story on that cluster, with the three images of this checkout (make images, then
+# podman save into the cache; containerd imports them). Not part of make test: see
+# tests/cluster/README.md for why.
+ARCHIVES := $(PRIVPOLL_CACHE)/images/archives
+e2e-cluster: install cluster-deps openssl images
+	tests/controlplane/build.sh cluster >/dev/null
+	mkdir -p $(ARCHIVES)
+	for image in privpoll privpoll-nats privpoll-postgres; do \
+		rm -f $(ARCHIVES)/$$image.tar; \
+		podman save -o $(ARCHIVES)/$$image.tar localhost/$$image:dev || exit 1; \
+	done
+	PRIVPOLL_CLUSTER=1 PRIVPOLL_IMAGE_ARCHIVES="$(ARCHIVES)/privpoll.tar $(ARCHIVES)/privpoll-nats.tar $(ARCHIVES)/privpoll-postgres.tar" \
+		$(BIN)/pytest -q -ra tests/cluster
 
 # The image (Dockerfile) built with podman on a Debian base made here by debootstrap, so no
 # container registry is needed: localhost/privpoll:dev. images/build.sh says how; podman's

@@ -39,3 +39,16 @@ def cannot_run_in_ci(why: str) -> NoReturn:
     and no set-up step can add it), saying so: such tests are listed in docs/testing.md."""
     where = "in CI" if in_ci() else "on this machine"
     pytest.skip(f"cannot run {where}: {why} (never runs in this project's CI: docs/testing.md)")
+
+
+def refused_by_this_machine(what: str, error: str) -> NoReturn:
+    """The ladder of docs/deploy.md: a step of the one-node cluster that this machine refuses
+    (its kernel, its sandbox) skips with the exact error it gave, in CI too; the steps below it
+    still run and pass."""
+    pytest.skip(f"{what} cannot run on this machine: {error}")
+
+
+def only_under(target: str, why: str) -> pytest.MarkDecorator:
+    """For tests that a make target of their own runs (never make test), saying which and why;
+    listed in docs/testing.md."""
+    return pytest.mark.skip(reason=f"these tests run under `{target}` only: {why}")

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Build the control-plane binaries used by the operator tests (etcd, kube-apiserver,
 # kubectl) from their published Go modules, pinned by ./etcd/go.mod and ./kube/go.mod.
+# With the argument `cluster` it also builds what a one-node cluster needs (tests/cluster):
+# kubelet, kube-scheduler, kube-controller-manager and kube-proxy from the same
+# k8s.io/kubernetes module, and CoreDNS from ../cluster/coredns/go.mod.
 #
 # Idempotent: a binary is only built when its versioned file is missing from the cache
-#   ${PRIVPOLL_BIN_DIR:-$HOME/.cache/privpoll/bin}/{etcd-vX,kube-apiserver-vY,kubectl-vY}
+#   ${PRIVPOLL_BIN_DIR:-$HOME/.cache/privpoll/bin}/{etcd-vX,kube-apiserver-vY,kubectl-vY,...}
 #
 # Progress goes to stderr. On success stdout carries shell assignments, so callers can do
 #   eval "$(tests/controlplane/build.sh)"   # sets ETCD_BIN, KUBE_APISERVER_BIN, KUBECTL_BIN
+#   eval "$(tests/controlplane/build.sh cluster)"   # also KUBELET_BIN, KUBE_SCHEDULER_BIN,
+#                                 # KUBE_CONTROLLER_MANAGER_BIN, KUBE_PROXY_BIN, COREDNS_BIN
 #
 # Environment:
 #   PRIVPOLL_BIN_DIR   cache directory (default $HOME/.cache/privpoll/bin)
@@ -93,3 +98,24 @@ build "$HERE/kube" k8s.io/kubernetes/cmd/kubectl "$KUBECTL_BIN" "$(kube_ldflags)
 
 printf 'ETCD_BIN=%q\nKUBE_APISERVER_BIN=%q\nKUBECTL_BIN=%q\n' \
     "$ETCD_BIN" "$KUBE_APISERVER_BIN" "$KUBECTL_BIN"
+
+[ "${1:-}" = cluster ] || exit 0
+
+# --- one-node cluster (tests/cluster) --------------------------------------------------
+KUBELET_BIN="$BIN_DIR/kubelet-$KUBE_VERSION"
+KUBE_SCHEDULER_BIN="$BIN_DIR/kube-scheduler-$KUBE_VERSION"
+KUBE_CONTROLLER_MANAGER_BIN="$BIN_DIR/kube-controller-manager-$KUBE_VERSION"
+KUBE_PROXY_BIN="$BIN_DIR/kube-proxy-$KUBE_VERSION"
+build "$HERE/kube" k8s.io/kubernetes/cmd/kube-scheduler "$KUBE_SCHEDULER_BIN" "$(kube_ldflags)"
+build "$HERE/kube" k8s.io/kubernetes/cmd/kube-controller-manager "$KUBE_CONTROLLER_MANAGER_BIN" "$(kube_ldflags)"
+build "$HERE/kube" k8s.io/kubernetes/cmd/kube-proxy "$KUBE_PROXY_BIN" "$(kube_ldflags)"
+build "$HERE/kube" k8s.io/kubernetes/cmd/kubelet "$KUBELET_BIN" "$(kube_ldflags)"
+COREDNS_VERSION="$(mod_version "$HERE/../cluster/coredns" github.com/coredns/coredns)"
+COREDNS_BIN="$BIN_DIR/coredns-$COREDNS_VERSION"
+build "$HERE/../cluster/coredns" github.com/coredns/coredns "$COREDNS_BIN" "-s -w"
+
+for b in "$KUBELET_BIN" "$KUBE_SCHEDULER_BIN" "$KUBE_CONTROLLER_MANAGER_BIN" "$KUBE_PROXY_BIN" "$COREDNS_BIN"; do
+    "$b" --version >/dev/null 2>&1 || die "$b does not run; delete it and re-run"
+done
+printf 'KUBELET_BIN=%q\nKUBE_SCHEDULER_BIN=%q\nKUBE_CONTROLLER_MANAGER_BIN=%q\nKUBE_PROXY_BIN=%q\nCOREDNS_BIN=%q\n' \
+    "$KUBELET_BIN" "$KUBE_SCHEDULER_BIN" "$KUBE_CONTROLLER_MANAGER_BIN" "$KUBE_PROXY_BIN" "$COREDNS_BIN"

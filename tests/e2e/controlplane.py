@@ -28,12 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "tests" / "controlplane" / "build.sh"
 
 
-def binaries() -> dict[str, str]:
-    """Build (first time: minutes) or find the cached etcd, kube-apiserver and kubectl."""
+def binaries(*targets: str) -> dict[str, str]:
+    """Build (first time: minutes) or find the cached etcd, kube-apiserver and kubectl;
+    with the target "cluster" also kubelet, kube-scheduler, kube-controller-manager,
+    kube-proxy and CoreDNS."""
     need(shutil.which("go") is not None, "Go (to build etcd and kube-apiserver)")
     need(shutil.which("openssl") is not None, "openssl (for the service-account key)")
     done = subprocess.run(
-        ["bash", str(BUILD)], capture_output=True, text=True, timeout=3000, check=False
+        ["bash", str(BUILD), *targets], capture_output=True, text=True, timeout=5400, check=False
     )
     if done.returncode != 0:
         pytest.fail(f"building the control plane failed:\n{done.stderr[-4000:]}")
@@ -51,6 +53,11 @@ class ControlPlane:
     token: str = field(default_factory=lambda: secrets.token_hex(24))
     kubectl_bin: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # Where the API server listens: loopback unless pods must reach it (tests/cluster).
+    host: str = "127.0.0.1"
+    authorization: str = "RBAC"
+    # Appended to kube-apiserver's flags; a repeated flag overrides the one above it.
+    apiserver_args: list[str] = field(default_factory=list)
 
     @property
     def kubeconfig(self) -> Path:
@@ -83,8 +90,8 @@ class ControlPlane:
     def get(self, *args: str) -> Any:
         return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
 
-    def start(self) -> None:
-        bins = binaries()
+    def start(self, *targets: str) -> None:
+        bins = binaries(*targets)
         self.kubectl_bin = bins["KUBECTL_BIN"]
         self.root.mkdir(parents=True, exist_ok=True)
         client_port, peer_port, secure_port = free_port(), free_port(), free_port()
@@ -114,26 +121,27 @@ class ControlPlane:
             capture_output=True,
         )
         (self.root / "tokens.csv").write_text(f'{self.token},admin,admin,"system:masters"\n')
-        self.server = f"https://127.0.0.1:{secure_port}"
+        self.server = f"https://{self.host}:{secure_port}"
         self._spawn(
             "kube-apiserver",
             [
                 bins["KUBE_APISERVER_BIN"],
                 "--etcd-servers", etcd_url,
-                "--bind-address", "127.0.0.1",
-                "--advertise-address", "127.0.0.1",
+                "--bind-address", self.host,
+                "--advertise-address", self.host,
                 # A loopback address cannot back the kubernetes Service's endpoints.
-                "--endpoint-reconciler-type", "none",
+                "--endpoint-reconciler-type", "none" if self.host == "127.0.0.1" else "lease",
                 "--profiling=false",
                 "--secure-port", str(secure_port),
                 "--cert-dir", str(self.root / "certs"),
-                "--authorization-mode", "RBAC",
+                "--authorization-mode", self.authorization,
                 "--token-auth-file", str(self.root / "tokens.csv"),
                 "--service-account-key-file", str(pub),
                 "--service-account-signing-key-file", str(key),
                 "--service-account-issuer", "https://kubernetes.default.svc",
                 "--service-cluster-ip-range", "10.0.0.0/24",
                 "--allow-privileged",
+                *self.apiserver_args,
             ],
         )  # fmt: skip
         auth = {"Authorization": f"Bearer {self.token}"}

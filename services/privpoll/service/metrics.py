@@ -1,7 +1,7 @@
 """``/metrics``: the ingest's counters and histograms, by ``prometheus_client``.
 
 gunicorn runs the ingest in several worker processes. With ``PROMETHEUS_MULTIPROC_DIR`` set
-(``privpoll.gunicorn_hooks`` sets it, a fresh folder at each server start), every worker writes
+(``privpoll.web.gunicorn_conf`` sets it, a fresh folder at each server start), every worker writes
 its values to files there and a scrape sums the files of all workers, the dead ones' included:
 counters never go back between scrapes, whichever worker answers. Without it (Flask's test
 client, one process) the process's own values are served.
