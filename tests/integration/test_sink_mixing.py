@@ -211,7 +211,7 @@ def test_a_batch_whose_write_failed_is_written_again_whole_with_what_came_since(
             run.pool.putconn(taken)
             await run.until(lambda: min(run.commits()) >= 1, "a commit of each sink")
             await run.quiet()
-            assert await topology.close(run.js, run.conn, "mixing") is not None
+            assert await lifecycle.close(run.js, run.conn, "mixing", replicas=1) is not None
             await asyncio.wait_for(asyncio.gather(*run.tasks), WAIT)
             # The sinks kept what they could not write: JetStream had to deliver nothing
             # again (it would, after ACK_WAIT, had a sink dropped the failed batch).

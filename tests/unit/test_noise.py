@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from privpoll.core.noise import Noise, epsilon, fake_count
+from privpoll.core.noise import NoiseDraws, epsilon, fake_count
 from privpoll.core.spec import FakeVotes, PollRules
 
 
@@ -45,7 +45,7 @@ def test_draws_given_a_generator_come_from_it_alone() -> None:
             },
         }
     )
-    noise = Noise(rules)
+    noise = NoiseDraws(rules)
     first, again = random.Random(29), random.Random(29)
     draws = [(noise.reported("a", first), noise.fakes(first)) for _ in range(50)]
     assert draws == [(noise.reported("a", again), noise.fakes(again)) for _ in range(50)]

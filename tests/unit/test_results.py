@@ -210,10 +210,12 @@ def test_summary_known_answer() -> None:
 
 def test_known_answer_estimates_are_rounded_to_hundredths() -> None:
     """n = 1, T = 3, F = 2, w = 1/3: c = (2 - 2/3, 1 - 2/3, 0 - 2/3) = (1.333.., 0.333..,
-    -0.666..); s^2 = 2 (2/9) = 4/9, Z s = 1.3066426563600360: [0.03, 1], [0, 1], [0, 0.64]."""
+    -0.666..), rounded to (1.33, 0.33, -0.67) as rawEstimate; shown clipped to [0, 1]:
+    (1, 0.33, 0). s^2 = 2 (2/9) = 4/9 whatever c, h = 1.3066426563600360 + 1/2: every
+    interval covers all of [0, 1]."""
     found = estimate({"pizza": 2, "sushi": 1}, CHOICES, [1 / 3] * 3, 1)
-    assert [(r.estimate, r.ci95) for r in found] == [
-        (1.33, (0.03, 1.0)),
-        (0.33, (0.0, 1.0)),
-        (-0.67, (0.0, 0.64)),
+    assert [(r.raw_estimate, r.estimate, r.ci95) for r in found] == [
+        (1.33, 1.0, (0.0, 1.0)),
+        (0.33, 0.33, (0.0, 1.0)),
+        (-0.67, 0.0, (0.0, 1.0)),
     ]
