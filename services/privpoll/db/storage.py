@@ -275,7 +275,7 @@ def _write(
 
     def by_copy(cur: psycopg.Cursor[Any]) -> None:
         with cur.copy(copy) as out:
-            out.write(_copy_text(poll, shuffled))
+            out.write(copy_text(poll, shuffled))
 
     def by_insert(cur: psycopg.Cursor[Any]) -> None:
         keys = [key if isinstance(key, uuid.UUID) else uuid.UUID(key) for key, _ in shuffled]
@@ -288,7 +288,7 @@ def _write(
         run_transaction(conn, by_insert)
 
 
-def _copy_text(poll: uuid.UUID, rows: Sequence[Row]) -> str:
+def copy_text(poll: uuid.UUID, rows: Sequence[Row]) -> str:
     """The rows, in their order, as COPY's text format: one string for the whole batch
     (an eighth of the CPU of handing psycopg one row at a time)."""
     start = f"{poll}\t"
