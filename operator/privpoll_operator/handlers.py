@@ -117,23 +117,29 @@ async def _spec_of(spec: kopf.Spec, namespace: str) -> PollSpec:
     except ValidationError as error:
         raise kopf.PermanentError(describe(problems(error, "spec."))) from error
     voters = parsed.voters
-    ref, kind = (
-        (voters.config_map_ref, "ConfigMap")
-        if voters.config_map_ref
-        else (voters.secret_ref, "Secret")
-    )
-    if ref is None:
+    if voters.config_map_refs:
+        refs = [(ref, "ConfigMap") for ref in voters.config_map_refs]
+    elif voters.config_map_ref:
+        refs = [(voters.config_map_ref, "ConfigMap")]
+    elif voters.secret_ref:
+        refs = [(voters.secret_ref, "Secret")]
+    else:
         return parsed
-    text = await asyncio.to_thread(kube.read_key, namespace, kind, ref.name, ref.key)
-    if text is None:
-        raise kopf.TemporaryError(
-            f"voters: {kind} {ref.name!r} with key {ref.key!r} not found in {namespace}", delay=15
-        )
+    ids: list[str] = []
+    for ref, kind in refs:
+        text = await asyncio.to_thread(kube.read_key, namespace, kind, ref.name, ref.key)
+        if text is None:
+            raise kopf.TemporaryError(
+                f"voters: {kind} {ref.name!r} with key {ref.key!r} not found in {namespace}",
+                delay=15,
+            )
+        ids.extend(parse_voter_list(text))
     try:
-        return parsed.with_voters(parse_voter_list(text))
+        return parsed.with_voters(ids)
     except ValidationError as error:
+        names = ", ".join(f"{kind} {ref.name}" for ref, kind in refs)
         raise kopf.PermanentError(
-            f"voters in {kind} {ref.name}: {describe(problems(error, 'spec.'))}"
+            f"voters in {names}: {describe(problems(error, 'spec.'))}"
         ) from error
 
 

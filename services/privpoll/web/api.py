@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from privpoll.core import tokens
 from privpoll.service import polls, ratelimit
 from privpoll.service.errors import ApiError
-from privpoll.web import vote_route
+from privpoll.web import vote_route, voter_upload
 from privpoll.web.context import client_address, services
 from privpoll.web.openapi import document
 from privpoll.web.request_body import read_json
@@ -88,7 +88,11 @@ def openapi() -> Response:
 @api.post("/api/v1/polls")
 def create_poll() -> tuple[Response, int]:
     _require_admin()
-    stored = polls.create_poll(services(), polls.parse_new_poll(_json_body(), strict=True))
+    if request.mimetype == voter_upload.MEDIA_TYPE:
+        body = voter_upload.new_poll_body(request)
+    else:
+        body = _json_body()
+    stored = polls.create_poll(services(), polls.parse_new_poll(body, strict=True))
     return jsonify(stored.summary()), 201
 
 
