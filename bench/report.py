@@ -62,6 +62,9 @@ def targets(found: dict[str, Any]) -> list[Target]:
     copy = fastest_copy(found)
     one = _get(found, "scale", "polls", 0, "accepted_per_s")
     hundred = _get(found, "scale", "polls", 2, "accepted_per_s")
+    thousand = _get(found, "scale", "polls", 3, "accepted_per_s")
+    nats_kb = _get(found, "scale", "polls", 3, "nats_kb_per_open_poll")
+    stop = _get(found, "scale", "stop_seconds")
     p99 = _get(found, "privpoll_at_80pct", "p99_ms")
     workers = _get(found, "memory_mb", "ingest_workers_peak")
     worker = max(workers) if workers else None
@@ -82,6 +85,9 @@ def targets(found: dict[str, Any]) -> list[Target]:
         at_least("ballot rows/s per sink", sink, 20_000),
         at_least("ballot rows/s per sink / raw COPY rows/s", _ratio(sink, copy), 0.3),
         at_least("votes/s with 100 polls / with 1 poll", _ratio(hundred, one), 0.8),
+        at_least("votes/s with 1,000 polls / with 1 poll", _ratio(thousand, one), 0.7),
+        at_most("nats-server KB per open poll (1,000)", nats_kb, 100),
+        at_most("privpoll up stop with 1,111 polls (s)", stop, 5),
         at_most("p99 at 80% load (ms)", p99 and round(p99, 1), 25),
         at_most("ingest worker peak RSS (MB)", worker, 120),
         at_most("sink peak RSS (MB)", sink_rss, 100),
@@ -285,10 +291,11 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         ]
         lines += _table(
             ["open polls", "202/s", "stored/s end to end", "p50 ms", "p99 ms",
-             "drain after last 202 s"],
+             "drain after last 202 s", "created in s", "nats-server KB per open poll"],
             [
                 [run["polls"], run["accepted_per_s"], run["persisted_per_s"], run["p50_ms"],
-                 run["p99_ms"], run["drain_seconds"]]
+                 run["p99_ms"], run["drain_seconds"], run.get("create_seconds"),
+                 run.get("nats_kb_per_open_poll")]
                 for run in scale["polls"]
             ],
         )  # fmt: skip
