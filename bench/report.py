@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ CHART = ROOT / "docs" / "benchmarks.png"
 # The hand-written reading of the figures (profiles, what limits privpoll), kept beside the
 # generator and appended to the generated page.
 ANALYSIS = ROOT / "bench" / "analysis.md"
+RESULTS = ROOT / "bench" / "results"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,95 @@ def targets(found: dict[str, Any]) -> list[Target]:
         at_most("ingest worker peak RSS (MB)", worker, 120),
         at_most("sink peak RSS (MB)", sink_rss, 100),
     ]
+
+
+def latest_full_run() -> dict[str, Any] | None:
+    """The newest results of a whole ``make bench`` run, if any."""
+    runs = sorted(RESULTS.glob("2*.json"))
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
+def latest_big_run() -> dict[str, Any] | None:
+    """The newest results of ``make bench-big``, if any."""
+    runs = sorted(RESULTS.glob("big-*.json"))
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
+def big_targets(found: dict[str, Any]) -> list[Target]:
+    """The goals of issue 27 for one poll of a million voters."""
+    peaks = found.get("peak_rss_mb") or {}
+    workers = found.get("ingest_workers_peak_after_invitations") or []
+    peak = max([*peaks.values(), *workers], default=None)
+
+    def at_least(goal: str, measured: float | None, wanted: float) -> Target:
+        return Target(
+            goal, measured, f">= {wanted:g}", None if measured is None else measured >= wanted
+        )
+
+    def at_most(goal: str, measured: float | None, wanted: float) -> Target:
+        return Target(
+            goal, measured, f"<= {wanted:g}", None if measured is None else measured <= wanted
+        )
+
+    return [
+        at_most("creation of the poll (s)", found.get("create_seconds"), 60),
+        at_least("invitations JSON rows/s", _get(found, "invitations_json", "rows_per_s"), 50_000),
+        at_least("invitations CSV rows/s", _get(found, "invitations_csv", "rows_per_s"), 50_000),
+        at_most("results (s)", found.get("results_seconds"), 1),
+        at_most("re-mix of every row (s)", found.get("remix_seconds"), 120),
+        at_most("peak RSS of any process (MB)", peak, 300),
+    ]
+
+
+def print_big_targets(found: dict[str, Any]) -> None:
+    print(f"{'target':<42} {'measured':>9} {'wanted':>8}  met")
+    for t in big_targets(found):
+        shown = "-" if t.measured is None else f"{t.measured:g}"
+        print(f"{t.goal:<42} {shown:>9} {t.wanted:>8}  {t.verdict}")
+
+
+def big_section() -> list[str]:
+    """docs/benchmarks.md's section on the newest ``make bench-big`` run."""
+    big = latest_big_run()
+    if big is None:
+        return []
+    found = big["results"]
+    lines = [
+        f"## A million voters in one poll (`make bench-big`, {big['file']})",
+        "",
+        f"Machine: {big['machine']['cpu']}, {big['machine']['memory']}; load average "
+        f"{big['load']} (start and end); {big['minutes']} minutes; "
+        + ", ".join(f"{k} {v}" for k, v in big["versions"].items())
+        + ". Command: "
+        + "; ".join(f"`{c}`" for c in big["commands"])
+        + ".",
+        "",
+    ]
+    lines += _table(
+        ["target", "measured", "wanted", "met"],
+        [
+            [t.goal, "-" if t.measured is None else f"{t.measured:g}", t.wanted, t.verdict]
+            for t in big_targets(found)
+        ],
+    )
+    votes = found.get("votes") or {}
+    rows = found.get("rows") or {}
+    lines += [
+        f"- {found['voters']:,} voters; the poll closed with {rows.get('actors', 0):,} actor "
+        f"rows and {rows.get('ballots', 0):,} ballot rows, all rewritten by the re-mix "
+        "(PostgreSQL: one transaction, in chunks).",
+        f"- Votes through the ingest: {votes.get('accepted_per_s')} accepted/s, "
+        f"{votes.get('persisted_per_s')} stored/s end to end, p50 {votes.get('p50_ms')} ms, "
+        f"p99 {votes.get('p99_ms')} ms, lost {votes.get('lost')}; the other voters' votes "
+        f"were written beforehand as the sinks write them ({found.get('preload_seconds')} s).",
+        "- Peak RSS (MB) by process group: "
+        + ", ".join(f"{k} {v}" for k, v in (found.get("peak_rss_mb") or {}).items())
+        + "; ingest workers after the invitations: "
+        + ", ".join(str(v) for v in found.get("ingest_workers_peak_after_invitations") or [])
+        + ".",
+        "",
+    ]
+    return lines
 
 
 def print_targets(found: dict[str, Any]) -> None:
@@ -338,6 +429,7 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
             f"- {len(reused)} run(s) sent more requests than their polls have voters (a poll "
             "lists at most 100,000): wrk started over and the repeated voters got 409."
         )
+    lines += big_section()
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().strip()]
     lines.append("")
