@@ -68,6 +68,7 @@ def targets(found: dict[str, Any]) -> list[Target]:
     nats_kb = _get(found, "scale", "polls", 3, "nats_kb_per_open_poll")
     stop = _get(found, "scale", "stop_seconds")
     p99 = _get(found, "privpoll_at_80pct", "p99_ms")
+    p99_half = _get(found, "privpoll_at_50pct", "p99_ms")
     workers = _get(found, "memory_mb", "ingest_workers_peak")
     worker = max(workers) if workers else None
     sinks = sink_peaks(found)
@@ -90,6 +91,7 @@ def targets(found: dict[str, Any]) -> list[Target]:
         at_least("votes/s with 1,000 polls / with 1 poll", _ratio(thousand, one), 0.7),
         at_most("nats-server KB per open poll (1,000)", nats_kb, 100),
         at_most("privpoll up stop with 1,111 polls (s)", stop, 5),
+        at_most("p99 at 50% load (ms)", p99_half and round(p99_half, 1), 30),
         at_most("p99 at 80% load (ms)", p99 and round(p99, 1), 25),
         at_most("ingest worker peak RSS (MB)", worker, 120),
         at_most("sink peak RSS (MB)", sink_rss, 100),
