@@ -177,6 +177,19 @@ def voter_ids(svc: Services, poll: Poll) -> list[str]:
         return storage.voter_ids(conn, poll.name)
 
 
+# quote(voter, safe="") of an ASCII voter id, by one str.translate: a million invitations
+# spend a third of their time in quote's general path otherwise.
+_QUOTE_ASCII = {
+    c: f"%{c:02X}"
+    for c in range(128)
+    if chr(c) not in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+}
+
+
+def _quoted(voter: str) -> str:
+    return voter.translate(_QUOTE_ASCII) if voter.isascii() else quote(voter, safe="")
+
+
 def each_invitation(
     svc: Services, poll: Poll, voters: Iterable[str] | None = None
 ) -> Iterator[Invitation]:
@@ -187,10 +200,11 @@ def each_invitation(
     chosen = voter_ids(svc, poll) if voters is None else voters
 
     def made() -> Iterator[Invitation]:
+        token_of = tokens.voter_tokens(settings.secret_bytes, poll.uid)
+        start = f"{settings.base_url}/vote/{poll.name}?voter="
         for voter in chosen:
-            token = tokens.voter_token(settings.secret_bytes, poll.uid, voter)
-            link = f"{settings.base_url}/vote/{poll.name}?voter={quote(voter, safe='')}"
-            yield Invitation(voter, token, f"{link}&token={token}")
+            token = token_of(voter)
+            yield Invitation(voter, token, f"{start}{_quoted(voter)}&token={token}")
 
     return made()
 

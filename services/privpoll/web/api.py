@@ -124,11 +124,17 @@ def close_poll(name: str) -> Response:
 def invitations(name: str) -> Response:
     _require_admin()
     found = polls.each_invitation(services(), polls.stored_poll(services(), name))
-    items = ({"voter": i.voter, "token": i.token, "url": i.url} for i in found)
-    return Response(_json_array(items), mimetype="application/json")
+    # What json.dumps writes of {"voter", "token", "url"}, without its general path: a
+    # million voters' invitations stream at the speed of making them.
+    text = json.encoder.encode_basestring_ascii
+    items = (
+        f'{{"voter": {text(i.voter)}, "token": {text(i.token)}, "url": {text(i.url)}}}'.encode()
+        for i in found
+    )
+    return Response(_json_array(items, encoded=True), mimetype="application/json")
 
 
-def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
+def _json_array(items: Iterable[Any], *, encoded: bool = False) -> Iterator[bytes]:
     """A JSON array written as it is made, in chunks of about 64 KiB.
 
     After each chunk it lets the worker's other requests run: under gevent nothing else
@@ -137,7 +143,7 @@ def _json_array(items: Iterable[Any]) -> Iterator[bytes]:
     chunk = [b"["]
     size = 0
     for n, item in enumerate(items):
-        part = (b"," if n else b"") + json.dumps(item).encode()
+        part = (b"," if n else b"") + (item if encoded else json.dumps(item).encode())
         chunk.append(part)
         size += len(part)
         if size >= 1 << 16:
