@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from tests.integration.conftest import ADMIN, System, poll_spec
@@ -101,3 +103,26 @@ def test_a_voter_file_creates_a_poll_from_the_cli_and_the_api(
     document = system.http.get("/api/v1/openapi.json").json()
     content = document["paths"]["/api/v1/polls"]["post"]["requestBody"]["content"]
     assert set(content["multipart/form-data"]["schema"]["required"]) == {"poll", "voters"}
+
+
+def test_the_web_form_takes_a_voters_file_bigger_than_a_json_body(system: System) -> None:
+    browser = httpx.Client(base_url=system.url, timeout=120)
+    page = browser.get("/signin").text
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None
+    assert browser.post("/signin", data={"csrf": found[1], "token": ADMIN}).status_code == 303
+    found = re.search(r'name="csrf" value="([^"]+)"', browser.get("/polls/new").text)
+    assert found is not None
+    # About 10 MB: more than the 8 MiB a JSON body or a plain form may hold.
+    many = [f"citizen-{i:07d}@example.org" for i in range(380_000)]
+    upload = ("voter\n" + "\n".join(many) + "\n").encode()
+    assert len(upload) > 8 << 20
+    answer = browser.post(
+        "/polls/new",
+        data={"csrf": found[1], "name": "city", "title": "Which park first?",
+              "choice": ["north", "south"], "voters": "", "action": "create"},
+        files={"votersFile": ("voters.csv", upload, "text/csv")},
+    )  # fmt: skip
+    assert answer.status_code == 303, answer.text[:2000]
+    poll = system.http.get("/api/v1/polls/city", headers=system.admin).json()
+    assert poll["eligibleVoters"] == len(many)
