@@ -429,7 +429,7 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
     if reused:
         lines.append(
             f"- {len(reused)} run(s) sent more requests than their polls have voters (a poll "
-            "lists at most 100,000): wrk started over and the repeated voters got 409."
+            "lists at most 1,000,000): wrk started over and the repeated voters got 409."
         )
     lines += big_section()
     if ANALYSIS.exists():

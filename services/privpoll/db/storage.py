@@ -138,7 +138,7 @@ def migrate(conn: psycopg.Connection[Any]) -> None:
         conn.execute(statement)
 
 
-# A poll's row as a Poll: its spec without the voter list (up to 100,000 ids, which only the
+# A poll's row as a Poll: its spec without the voter list (up to 1,000,000 ids, which only the
 # invitations read), and the list's length.
 POLL = sql.SQL("name, uid, spec - 'voters', jsonb_array_length(spec -> 'voters' -> 'ids'), closed")
 

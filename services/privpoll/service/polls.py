@@ -194,7 +194,7 @@ def each_invitation(
     svc: Services, poll: Poll, voters: Iterable[str] | None = None
 ) -> Iterator[Invitation]:
     """The invitations of ``voters`` (all the poll's if None) one by one, made as they are
-    read: a poll of 100,000 voters is never held as 100,000 invitations at once (they take
+    read: a poll of a million voters is never held as a million invitations at once (they take
     seconds of CPU to make). The voter list is read before this returns."""
     settings = svc.settings
     chosen = voter_ids(svc, poll) if voters is None else voters
