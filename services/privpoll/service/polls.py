@@ -106,8 +106,21 @@ def create_poll(svc: Services, new: NewPoll) -> Poll:
     return stored
 
 
+# What of a Poll resource's 1.5 MB (etcd's request limit) its voter list may take.
+CLUSTER_VOTERS_BYTES = 1 << 20
+
+
 def _create_on_cluster(svc: Services, new: NewPoll) -> Poll:
     """Create the Poll resource and wait for the operator to provision it."""
+    listed = sum(len(voter) + 3 for voter in new.spec.voters.ids or [])
+    if listed > CLUSTER_VOTERS_BYTES:
+        raise ApiError(
+            413,
+            "too_large",
+            f"on Kubernetes a Poll holds at most about {CLUSTER_VOTERS_BYTES:,} bytes of voter "
+            f"ids, and these are {listed:,}: put them in ConfigMaps of one id a line and "
+            "name them in spec.voters.configMapRefs (kubectl apply the Poll)",
+        )
     try:
         created = cluster.create_resource(svc.settings.namespace, new)
     # The Kubernetes client raises its own, urllib3's and the socket's errors alike.
