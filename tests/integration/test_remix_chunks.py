@@ -1,4 +1,8 @@
-"""The re-mix in chunks on a real PostgreSQL: every row rewritten once, nothing lost."""
+"""The re-mix in chunks on a real PostgreSQL: every row rewritten once, nothing lost.
+
+Each test has a database of its own: the third adds a bare poll row, which other tests'
+listings of polls would trip over.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import psycopg
 from privpoll.core import randomness
 from privpoll.db import remix, storage
 from privpoll.local.embedded import PostgresServer
+from tests.integration.conftest import fresh_database
 
 
 def _rows(
@@ -26,7 +31,7 @@ def test_a_chunked_remix_rewrites_every_row_once_and_keeps_the_counts(
 ) -> None:
     poll = randomness.new_id()
     other = randomness.new_id()
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+    with psycopg.connect(fresh_database(postgres, "remix"), autocommit=True) as conn:
         storage.migrate(conn)
         # Several batches, as the sinks write them.
         for batch in range(5):
@@ -55,7 +60,7 @@ def test_a_remix_that_stopped_half_way_goes_on_where_it_stopped(
     postgres: PostgresServer,
 ) -> None:
     poll = randomness.new_id()
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+    with psycopg.connect(fresh_database(postgres, "remix"), autocommit=True) as conn:
         storage.migrate(conn)
         storage.write_ballots(conn, poll, [(randomness.new_id(), "sushi") for _ in range(400)])
         # As a re-mix on CockroachDB leaves it after its first chunk of four.
@@ -73,7 +78,7 @@ def test_a_poll_remixed_again_on_demand_has_every_row_rewritten_again(
     postgres: PostgresServer,
 ) -> None:
     poll = randomness.new_id()
-    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+    with psycopg.connect(fresh_database(postgres, "remix"), autocommit=True) as conn:
         storage.migrate(conn)
         conn.execute(
             "INSERT INTO polls (name, uid, spec, closed) VALUES (%s, %s, '{}', true)",
