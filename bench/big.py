@@ -151,11 +151,16 @@ from privpoll.db import remix, storage
 with storage.connect(sys.argv[1]) as conn:
     poll = storage.get_poll(conn, sys.argv[2])
     began = time.monotonic()
-    done = remix.remix(conn, poll)
-    took = time.monotonic() - began
+    actors, ballots = remix.rewrite(conn, poll.uid)
+    rewritten = time.monotonic()
+    purge = remix.purge(conn)
+    ended = time.monotonic()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": round(took, 1), "actors": done.actors, "ballots": done.ballots,
-                  "purge": done.purge, "peak_rss_mb": round(peak, 1)}))
+print(json.dumps({"seconds": round(ended - began, 1),
+                  "rewrite_seconds": round(rewritten - began, 1),
+                  "purge_seconds": round(ended - rewritten, 1),
+                  "actors": actors, "ballots": ballots, "purge": purge,
+                  "peak_rss_mb": round(peak, 1)}))
 """
 
 

@@ -173,7 +173,13 @@ def big_section() -> list[str]:
     lines += [
         f"- {found['voters']:,} voters; the poll closed with {rows.get('actors', 0):,} actor "
         f"rows and {rows.get('ballots', 0):,} ballot rows, all rewritten by the re-mix "
-        "(PostgreSQL: one transaction, in chunks).",
+        "(PostgreSQL: one transaction, in chunks)"
+        + (
+            f"; the re-mix's rewrite took {found['remix']['rewrite_seconds']} s and its "
+            f"VACUUM {found['remix']['purge_seconds']} s."
+            if "rewrite_seconds" in (found.get("remix") or {})
+            else "."
+        ),
         f"- Votes through the ingest (wrk, one poll): {votes.get('accepted_per_s')} accepted/s, "
         f"p50 {votes.get('p50_ms')} ms, "
         f"p99 {votes.get('p99_ms')} ms, lost {votes.get('lost')}; the other voters' votes "
