@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export PRIVPOLL_CACHE ?= $(HOME)/.cache/privpoll
 export PIP_CACHE_DIR  ?= $(PRIVPOLL_CACHE)/pip
 
-.PHONY: install run test lint typecheck unit integration chaos soak bench privacy-report mutate chromium openssl \
-	podman image images containers tools cluster-deps e2e-cluster clean
+.PHONY: install run test lint typecheck unit integration chaos soak bench bench-big privacy-report mutate chromium \
+	openssl podman image images containers tools cluster-deps e2e-cluster clean
 
 install: $(STAMP)
 
@@ -61,6 +61,17 @@ bench: install
 		{ echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[report]'
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# One poll of a million voters end to end (creation from a voter file, invitations, votes,
+# re-mix, results, peak memory; about ten minutes): bench/results/big-*.json and its section of
+# docs/benchmarks.md. BIG_ARGS="--voters 100000" for a shorter look.
+BIG_ARGS ?=
+bench-big: install
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || \
+		{ echo "bench-big needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[report]'
+	$(BIN)/python -m bench.big $(BIG_ARGS)
 
 # What a database thief learns from privpoll and from two common designs, measured in one run
 # (about two minutes): docs/privacy.json, docs/privacy.png and the table in docs/privacy.md.

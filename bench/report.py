@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ CHART = ROOT / "docs" / "benchmarks.png"
 # The hand-written reading of the figures (profiles, what limits privpoll), kept beside the
 # generator and appended to the generated page.
 ANALYSIS = ROOT / "bench" / "analysis.md"
+RESULTS = ROOT / "bench" / "results"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,11 @@ def targets(found: dict[str, Any]) -> list[Target]:
     copy = fastest_copy(found)
     one = _get(found, "scale", "polls", 0, "accepted_per_s")
     hundred = _get(found, "scale", "polls", 2, "accepted_per_s")
+    thousand = _get(found, "scale", "polls", 3, "accepted_per_s")
+    nats_kb = _get(found, "scale", "polls", 3, "nats_kb_per_open_poll")
+    stop = _get(found, "scale", "stop_seconds")
     p99 = _get(found, "privpoll_at_80pct", "p99_ms")
+    p99_half = _get(found, "privpoll_at_50pct", "p99_ms")
     workers = _get(found, "memory_mb", "ingest_workers_peak")
     worker = max(workers) if workers else None
     sinks = sink_peaks(found)
@@ -82,10 +88,110 @@ def targets(found: dict[str, Any]) -> list[Target]:
         at_least("ballot rows/s per sink", sink, 20_000),
         at_least("ballot rows/s per sink / raw COPY rows/s", _ratio(sink, copy), 0.3),
         at_least("votes/s with 100 polls / with 1 poll", _ratio(hundred, one), 0.8),
+        at_least("votes/s with 1,000 polls / with 1 poll", _ratio(thousand, one), 0.7),
+        at_most("nats-server KB per open poll (1,000)", nats_kb, 100),
+        at_most("privpoll up stop with 1,111 polls (s)", stop, 5),
+        at_most("p99 at 50% load (ms)", p99_half and round(p99_half, 1), 30),
         at_most("p99 at 80% load (ms)", p99 and round(p99, 1), 25),
         at_most("ingest worker peak RSS (MB)", worker, 120),
         at_most("sink peak RSS (MB)", sink_rss, 100),
     ]
+
+
+def latest_full_run() -> dict[str, Any] | None:
+    """The newest results of a whole ``make bench`` run, if any."""
+    runs = sorted(RESULTS.glob("2*.json"))
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
+def latest_big_run() -> dict[str, Any] | None:
+    """The newest results of ``make bench-big``, if any."""
+    runs = sorted(RESULTS.glob("big-*.json"))
+    return json.loads(runs[-1].read_text()) if runs else None
+
+
+def big_targets(found: dict[str, Any]) -> list[Target]:
+    """The goals of issue 27 for one poll of a million voters."""
+    peaks = found.get("peak_rss_mb") or {}
+    workers = found.get("ingest_workers_peak_after_invitations") or []
+    peak = max([*peaks.values(), *workers], default=None)
+
+    def at_least(goal: str, measured: float | None, wanted: float) -> Target:
+        return Target(
+            goal, measured, f">= {wanted:g}", None if measured is None else measured >= wanted
+        )
+
+    def at_most(goal: str, measured: float | None, wanted: float) -> Target:
+        return Target(
+            goal, measured, f"<= {wanted:g}", None if measured is None else measured <= wanted
+        )
+
+    return [
+        at_most("creation of the poll (s)", found.get("create_seconds"), 60),
+        at_least("invitations JSON rows/s", _get(found, "invitations_json", "rows_per_s"), 50_000),
+        at_least("invitations CSV rows/s", _get(found, "invitations_csv", "rows_per_s"), 50_000),
+        at_most("results (s)", found.get("results_seconds"), 1),
+        at_most("re-mix of every row (s)", found.get("remix_seconds"), 120),
+        at_most("peak RSS of any process (MB)", peak, 300),
+    ]
+
+
+def print_big_targets(found: dict[str, Any]) -> None:
+    print(f"{'target':<42} {'measured':>9} {'wanted':>8}  met")
+    for t in big_targets(found):
+        shown = "-" if t.measured is None else f"{t.measured:g}"
+        print(f"{t.goal:<42} {shown:>9} {t.wanted:>8}  {t.verdict}")
+
+
+def big_section() -> list[str]:
+    """docs/benchmarks.md's section on the newest ``make bench-big`` run."""
+    big = latest_big_run()
+    if big is None:
+        return []
+    found = big["results"]
+    lines = [
+        "",
+        f"## A million voters in one poll (`make bench-big`, {big['file']})",
+        "",
+        f"Machine: {big['machine']['cpu']}, {big['machine']['memory']}; load average "
+        f"{big['load']} (start and end); {big['minutes']} minutes; "
+        + ", ".join(f"{k} {v}" for k, v in big["versions"].items())
+        + ". Command: "
+        + "; ".join(f"`{c}`" for c in big["commands"])
+        + ".",
+        "",
+    ]
+    lines += _table(
+        ["target", "measured", "wanted", "met"],
+        [
+            [t.goal, "-" if t.measured is None else f"{t.measured:g}", t.wanted, t.verdict]
+            for t in big_targets(found)
+        ],
+    )
+    votes = found.get("votes") or {}
+    rows = found.get("rows") or {}
+    lines += [
+        f"- {found['voters']:,} voters; the poll closed with {rows.get('actors', 0):,} actor "
+        f"rows and {rows.get('ballots', 0):,} ballot rows, all rewritten by the re-mix "
+        "(PostgreSQL: one transaction, in chunks)"
+        + (
+            f"; the re-mix's rewrite took {found['remix']['rewrite_seconds']} s and its "
+            f"VACUUM {found['remix']['purge_seconds']} s."
+            if "rewrite_seconds" in (found.get("remix") or {})
+            else "."
+        ),
+        f"- Votes through the ingest (wrk, one poll): {votes.get('accepted_per_s')} accepted/s, "
+        f"p50 {votes.get('p50_ms')} ms, "
+        f"p99 {votes.get('p99_ms')} ms, lost {votes.get('lost')}; the other voters' votes "
+        f"were written beforehand as the sinks write them ({found.get('preload_seconds')} s).",
+        "- Peak RSS (MB) by process group: "
+        + ", ".join(f"{k} {v}" for k, v in (found.get("peak_rss_mb") or {}).items())
+        + "; ingest workers after the invitations: "
+        + ", ".join(str(v) for v in found.get("ingest_workers_peak_after_invitations") or [])
+        + ".",
+        "",
+    ]
+    return lines
 
 
 def print_targets(found: dict[str, Any]) -> None:
@@ -285,10 +391,11 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
         ]
         lines += _table(
             ["open polls", "202/s", "stored/s end to end", "p50 ms", "p99 ms",
-             "drain after last 202 s"],
+             "drain after last 202 s", "created in s", "nats-server KB per open poll"],
             [
                 [run["polls"], run["accepted_per_s"], run["persisted_per_s"], run["p50_ms"],
-                 run["p99_ms"], run["drain_seconds"]]
+                 run["p99_ms"], run["drain_seconds"], run.get("create_seconds"),
+                 run.get("nats_kb_per_open_poll")]
                 for run in scale["polls"]
             ],
         )  # fmt: skip
@@ -329,8 +436,9 @@ def markdown(result: dict[str, Any], chart: str | None) -> str:
     if reused:
         lines.append(
             f"- {len(reused)} run(s) sent more requests than their polls have voters (a poll "
-            "lists at most 100,000): wrk started over and the repeated voters got 409."
+            "lists at most 1,000,000): wrk started over and the repeated voters got 409."
         )
+    lines += big_section()
     if ANALYSIS.exists():
         lines += ["", ANALYSIS.read_text().strip()]
     lines.append("")

@@ -11,7 +11,8 @@ under the same gunicorn configuration (bench.servers), and wrk as the load gener
    privpoll up starts, since its sinks would share the stream;
 3. privpoll: ``privpoll up``; a warm-up, then votes/s at saturation with the votes stored end
    to end, then paced runs at 50% and 80% of that rate for latency (bench.voting);
-4. scale: 1, 10 and 100 open polls, and 1 and 2 sinks per role (bench.scale);
+4. scale: 1, 10, 100 and 1,000 open polls (and nats-server's memory per open poll), and 1
+   and 2 sinks per role (bench.scale);
 5. memory: peak RSS of the ingest workers and of every sink.
 
 The figures go to bench/results/<time>.json; docs/benchmarks.md and docs/benchmarks.png are
@@ -127,6 +128,8 @@ def run(seconds: int, sink_votes: int, sections: set[str]) -> tuple[dict[str, An
                 found["memory_mb"] = system.memory()
             finally:
                 system.stop()
+            if "scale" in found:
+                found["scale"]["stop_seconds"] = system.stop_seconds
         if "sinks" in found:
             memory = found.setdefault("memory_mb", {"ingest_workers_peak": [], "sinks_peak": {}})
             memory["sinks_peak"]["sink-ballots (sink bench)"] = found["sinks"]["sink"][

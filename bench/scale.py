@@ -1,31 +1,56 @@
-"""Scale: privpoll's votes/s with 1, 10 and 100 open polls, and with 1 and 2 sinks per poll.
+"""Scale: privpoll's votes/s with 1, 10, 100 and 1,000 open polls, and with 1 and 2 sinks per
+poll; nats-server's memory per open poll.
 
 The polls of a run share the run's voters and take the requests in turn. The second sink of
 each role is one more ``privpoll sink ROLE --poll NAME`` process beside privpoll up's own,
 in the same environment; both pull from the same durable consumer, as two replicas of a
 sink Deployment would.
+
+nats-server's resident memory is read before a run's polls are created and once they all
+are (a few seconds later, so that their creation's garbage is collected): the difference over
+the number of polls is what one open poll costs it, its stream, both consumers and its
+voters bucket. The polls of the runs before are closed and drained by then.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench import voting
 from bench.servers import Privpoll
 from privpoll.bus import naming
 
-POLLS = (1, 10, 100)
+POLLS = (1, 10, 100, 1000)
 KEPT = ("accepted_per_s", "persisted_per_s", "drain_seconds", "p50_ms", "p99_ms", "lost")
+# How long nats-server gets after the last poll's creation before its memory is read.
+SETTLE_SECONDS = 5
+
+
+def nats_rss_kb(system: Privpoll) -> float:
+    nats, _ = system.servers
+    assert nats.process is not None
+    return float(psutil.Process(nats.process.pid).memory_info().rss) / 1024
 
 
 def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str, Any]:
     runs = []
     for count in POLLS:
-        names = [f"scale{count}-{i:03d}" for i in range(count)]
+        names = [f"scale{count}-{i:04d}" for i in range(count)]
+        before = nats_rss_kb(system)
+        created = time.monotonic()
         tokens = voting.new_polls(system, names, voters)
-        print(f"  {count} open poll(s)", flush=True)
-        runs.append(voting.vote(system, names, tokens, work, seconds))
+        create_seconds = time.monotonic() - created
+        time.sleep(SETTLE_SECONDS)
+        per_poll = (nats_rss_kb(system) - before) / count
+        print(f"  {count} open poll(s): nats-server {per_poll:.0f} KB each", flush=True)
+        run = voting.vote(system, names, tokens, work, seconds)
+        run["nats_kb_per_open_poll"] = round(per_poll, 1)
+        run["create_seconds"] = round(create_seconds, 1)
+        runs.append(run)
 
     name = "two-sinks"
     print("  1 open poll, 2 sinks per role", flush=True)

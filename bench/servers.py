@@ -149,6 +149,8 @@ class Privpoll:
         self.admin = {"Authorization": f"Bearer {ADMIN}"}
         self.extra_sinks: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.stopped_sinks_peak: dict[str, float] = {}
+        # How long privpoll up took to stop once asked (None: it did not, it was killed).
+        self.stop_seconds: float | None = None
         try:
             wait_for(lambda: answers(f"{self.url}/readyz"), "privpoll up answering", 90)
         except RuntimeError:
@@ -325,8 +327,10 @@ class Privpoll:
         except psutil.Error:
             children = []
         self.process.send_signal(signal.SIGINT)
+        asked = time.monotonic()
         try:
             self.process.wait(60)
+            self.stop_seconds = round(time.monotonic() - asked, 1)
         except subprocess.TimeoutExpired:
             # privpoll up did not stop its children: they run in sessions of their own.
             self.process.kill()

@@ -31,8 +31,8 @@ def new_polls(
 ) -> list[dict[str, str]]:
     """Polls sharing ``voters`` voters between them, with their sinks pulling; each poll's
     tokens."""
-    # A poll lists at most MAX_VOTERS (100,000): a 10 s run into one poll faster than
-    # 10,000 votes/s runs out of voters, and wrk starts over (409s; see "voters_reused").
+    # A poll lists at most MAX_VOTERS (1,000,000): a 10 s run into one poll faster than
+    # 100,000 votes/s runs out of voters, and wrk starts over (409s; see "voters_reused").
     each = min(math.ceil(voters / len(names)), MAX_VOTERS)
     tokens = [system.poll(name, each) for name in names]
     if not system.wait_sinks_ready(names, sinks_per_role):

@@ -29,8 +29,8 @@ _RULES: dict[tuple[str, ...], list[dict[str, str]]] = {
     ("voters",): [
         {
             "rule": "(has(self.ids) ? 1 : 0) + (has(self.configMapRef) ? 1 : 0) + "
-            "(has(self.secretRef) ? 1 : 0) == 1",
-            "message": "give exactly one of ids, configMapRef or secretRef",
+            "(has(self.configMapRefs) ? 1 : 0) + (has(self.secretRef) ? 1 : 0) == 1",
+            "message": "give exactly one of ids, configMapRef, configMapRefs or secretRef",
         }
     ],
     ("noise", "fakeVotes"): [

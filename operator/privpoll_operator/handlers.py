@@ -20,14 +20,14 @@ from nats.js.errors import Error as JetStreamError
 from pydantic import ValidationError
 
 from privpoll import cluster
-from privpoll.bus import naming
+from privpoll.bus import activity, naming
 from privpoll.core.poll import Phase
 from privpoll.core.results import summarize
 from privpoll.core.spec import PollSpec, describe, parse_voter_list, problems
 from privpoll.db import migrations, storage
 from privpoll.service import lifecycle
 from privpoll.settings import Settings
-from privpoll_operator import deployments, kube
+from privpoll_operator import deployments, idle, kube
 from privpoll_operator.conditions import set_condition
 from privpoll_operator.crd import GROUP, PLURAL, VERSION
 
@@ -42,6 +42,8 @@ class Operator:
         self.settings = settings
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
+        # What the idle scaler last saw of each sink consumer: (namespace, poll, role).
+        self.idle: dict[tuple[str, str, naming.Role], idle.Seen] = {}
 
     async def jetstream(self) -> JetStreamContext:
         async with self._lock:
@@ -117,23 +119,29 @@ async def _spec_of(spec: kopf.Spec, namespace: str) -> PollSpec:
     except ValidationError as error:
         raise kopf.PermanentError(describe(problems(error, "spec."))) from error
     voters = parsed.voters
-    ref, kind = (
-        (voters.config_map_ref, "ConfigMap")
-        if voters.config_map_ref
-        else (voters.secret_ref, "Secret")
-    )
-    if ref is None:
+    if voters.config_map_refs:
+        refs = [(ref, "ConfigMap") for ref in voters.config_map_refs]
+    elif voters.config_map_ref:
+        refs = [(voters.config_map_ref, "ConfigMap")]
+    elif voters.secret_ref:
+        refs = [(voters.secret_ref, "Secret")]
+    else:
         return parsed
-    text = await asyncio.to_thread(kube.read_key, namespace, kind, ref.name, ref.key)
-    if text is None:
-        raise kopf.TemporaryError(
-            f"voters: {kind} {ref.name!r} with key {ref.key!r} not found in {namespace}", delay=15
-        )
+    ids: list[str] = []
+    for ref, kind in refs:
+        text = await asyncio.to_thread(kube.read_key, namespace, kind, ref.name, ref.key)
+        if text is None:
+            raise kopf.TemporaryError(
+                f"voters: {kind} {ref.name!r} with key {ref.key!r} not found in {namespace}",
+                delay=15,
+            )
+        ids.extend(parse_voter_list(text))
     try:
-        return parsed.with_voters(parse_voter_list(text))
+        return parsed.with_voters(ids)
     except ValidationError as error:
+        names = ", ".join(f"{kind} {ref.name}" for ref, kind in refs)
         raise kopf.PermanentError(
-            f"voters in {kind} {ref.name}: {describe(problems(error, 'spec.'))}"
+            f"voters in {names}: {describe(problems(error, 'spec.'))}"
         ) from error
 
 
@@ -189,6 +197,8 @@ async def reconcile(
                 manifest = deployments.sink(name, role, op.settings)
                 kopf.adopt(manifest, owner=body)
                 await asyncio.to_thread(kube.apply_deployment, namespace, manifest)
+                # At one replica again: the idle scaler starts over.
+                op.idle.pop((namespace, name, role), None)
             await lifecycle.reprovision(js, conn, stored, replicas=op.settings.stream_replicas)
     except TRANSIENT as error:
         raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
@@ -266,6 +276,41 @@ async def follow(
         )
     # Until the old row versions are gone the timer keeps vacuuming; then it has nothing left.
     patch.status["sinks"] = "Stopped" if progress.purged else "Drained"
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
+async def scale_idle_sinks(
+    name: str, namespace: str | None, status: kopf.Status, memo: Any, **_: Any
+) -> None:
+    """A sink Deployment to zero while its consumer has had nothing new for
+    ``sink_idle_seconds``, back to one once an envelope waits (privpoll_operator.idle)."""
+    op = operator_of(memo)
+    if not status.get("pollUid") or status.get("sinks") in ("Drained", "Stopped"):
+        return
+    if op.settings.sink_idle_seconds <= 0:
+        return
+    namespace = namespace or "default"
+    try:
+        now = await activity.activity(await op.jetstream(), name)
+    except TRANSIENT as error:
+        raise kopf.TemporaryError(f"{type(error).__name__}: {error}", delay=10) from error
+    if now is None:
+        return
+    clock = asyncio.get_running_loop().time()
+    for role, consumer in now.consumers.items():
+        key = (namespace, name, role)
+        seen, replicas = idle.step(
+            op.idle.get(key),
+            clock,
+            consumer,
+            open_poll=now.taking_votes,
+            idle_after=op.settings.sink_idle_seconds,
+        )
+        if replicas is not None:
+            await asyncio.to_thread(
+                kube.scale_deployment, namespace, deployments.name_of(name, role), replicas
+            )
+        op.idle[key] = seen
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import parse_qs, quote, urlsplit
@@ -19,10 +19,13 @@ import yaml
 
 from privpoll import __version__
 from privpoll.bus import naming
-from privpoll.client import ApiClient, Unreachable, problem
+from privpoll.client import ApiClient, Part, Unreachable, problem
 from privpoll.local import secrets
 from privpoll.settings import Settings
 from privpoll.text_table import polls_table, results_table
+
+# Creating a poll of a million voters takes tens of seconds.
+CALL_TIMEOUT = 120.0
 
 
 def _settings() -> Settings:
@@ -36,6 +39,14 @@ def _admin_token(settings: Settings) -> str:
 
 
 def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> Any:
+    return _answer(lambda client: client.call(method, path, body, admin=admin), admin=admin)
+
+
+def _upload(path: str, parts: list[Part]) -> Any:
+    return _answer(lambda client: client.upload(path, parts, admin=True), admin=True)
+
+
+def _answer(send: Callable[[ApiClient], tuple[int, Any]], *, admin: bool) -> Any:
     settings = _settings()
     base = os.environ.get("PRIVPOLL_URL", settings.base_url)
     token = ""
@@ -46,7 +57,7 @@ def _call(method: str, path: str, body: Any = None, *, admin: bool = True) -> An
                 "no admin token: set PRIVPOLL_ADMIN_TOKEN (privpoll up printed it)"
             )
     try:
-        status, answer = ApiClient(base, token).call(method, path, body, admin=admin)
+        status, answer = send(ApiClient(base, token, timeout=CALL_TIMEOUT))
     except Unreachable as error:
         raise click.ClickException(f"{error}; is `privpoll up` running?") from error
     if status >= 400:
@@ -159,9 +170,28 @@ def _read_poll_file(path: Path) -> dict[str, Any]:
     required=True,
     help="the Poll YAML file",
 )
-def poll_create(path: Path) -> None:
+@click.option(
+    "--voters",
+    "voters",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="a text file with one voter id a line (up to 1,000,000), instead of spec.voters",
+)
+def poll_create(path: Path, voters: Path | None) -> None:
     """Create a poll from a Poll YAML file (the same file kubectl applies)."""
-    created = _call("POST", "/api/v1/polls", _read_poll_file(path))
+    document = _read_poll_file(path)
+    if voters is None:
+        created = _call("POST", "/api/v1/polls", document)
+    else:
+        spec = document.get("spec")
+        if isinstance(spec, dict) and "voters" in spec:
+            raise click.ClickException(
+                f"{path} lists spec.voters and --voters gives a file: keep one of them"
+            )
+        parts = [
+            Part("poll", json.dumps(document).encode(), "application/json"),
+            Part("voters", voters.read_bytes(), "text/plain", voters.name),
+        ]
+        created = _upload("/api/v1/polls", parts)
     click.echo(f"poll {created['name']} created ({created['phase']})")
 
 

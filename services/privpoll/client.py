@@ -4,13 +4,25 @@ and the chart's ``helm test`` pod both speak to an installation through it."""
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 
 class Unreachable(Exception):
     """No answer from the installation at all (refused, a name that does not resolve, …)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a multipart/form-data body."""
+
+    name: str
+    data: bytes
+    content_type: str
+    filename: str | None = None
 
 
 class ApiClient:
@@ -28,6 +40,31 @@ class ApiClient:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        return self._send(method, path, data, headers, admin=admin)
+
+    def upload(self, path: str, parts: list[Part], *, admin: bool = False) -> tuple[int, Any]:
+        """POST ``parts`` as multipart/form-data (a poll with its voter file)."""
+        boundary = f"privpoll-{secrets.token_hex(16)}"
+        chunks: list[bytes] = []
+        for part in parts:
+            filename = f'; filename="{part.filename}"' if part.filename else ""
+            chunks += [
+                f"--{boundary}\r\n".encode(),
+                f'Content-Disposition: form-data; name="{part.name}"{filename}\r\n'.encode(),
+                f"Content-Type: {part.content_type}\r\n\r\n".encode(),
+                part.data,
+                b"\r\n",
+            ]
+        chunks.append(f"--{boundary}--\r\n".encode())
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        }
+        return self._send("POST", path, b"".join(chunks), headers, admin=admin)
+
+    def _send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], *, admin: bool
+    ) -> tuple[int, Any]:
         if admin:
             headers["Authorization"] = f"Bearer {self.admin_token}"
         request = urllib.request.Request(  # noqa: S310 (the URL is the installation's own)

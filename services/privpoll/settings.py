@@ -81,6 +81,9 @@ class Settings(BaseModel):
     sink_resources: str = (
         '{"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "128Mi"}}'
     )
+    # A poll's sink Deployment goes to zero replicas once its consumer has had nothing new for
+    # this long, and back to one when an envelope waits (privpoll_operator.idle); 0: never.
+    sink_idle_seconds: float = Field(default=300.0, ge=0)
     # Per client address and per ingest worker process (ratelimit.py): wrong vote tokens and
     # unknown polls, and wrong admin tokens (sign-in page and API). Valid votes are never
     # limited per address. "60/m", "5/s", "100/h" or "off".

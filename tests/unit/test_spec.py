@@ -71,11 +71,16 @@ def test_valid_spec_round_trips() -> None:
         ("voters.ids", ["al", "al"], "voter ids must be unique: 'al' appears twice"),
         ("voters.ids", ["a\tb"], "spec.voters.ids.0: must not contain control characters"),
         ("voters", {"ids": ["a"], "extra": 1}, "spec.voters.extra: is not a field of a poll"),
-        ("voters", {}, "spec.voters: give exactly one of 'ids', 'configMapRef' or 'secretRef'"),
+        (
+            "voters",
+            {},
+            "spec.voters: give exactly one of 'ids', 'configMapRef', 'configMapRefs' or "
+            "'secretRef'",
+        ),
         (
             "voters",
             {"configMapRef": {"name": "staff"}},
-            "configMapRef and secretRef work on Kubernetes only",
+            "configMapRef(s) and secretRef work on Kubernetes only",
         ),
         ("retention", "forever", "spec.retention: must be 'keep' or 'delete'"),
         ("noise.fakeVotes", {"distribution": "gauss"}, "must be 'fixed', 'poisson'"),

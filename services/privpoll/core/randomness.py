@@ -15,7 +15,7 @@ import secrets
 import uuid
 from array import array
 from collections.abc import MutableSequence, Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 T = TypeVar("T")
 
@@ -31,6 +31,21 @@ _VARIANT = bytes.maketrans(b"0123456789abcdef", b"89ab89ab89ab89ab")
 def new_id() -> uuid.UUID:
     """A uuid4 from the OS CSPRNG: no time, no counter, nothing ordered."""
     return uuid.UUID(bytes=os.urandom(16), version=4)
+
+
+# The version digit of a re-mixed row's id (RFC 9562's version 8: bits of our own choosing).
+REMIXED_VERSION: Final = 8
+
+
+def new_remixed_id() -> uuid.UUID:
+    """The id of a row the re-mixer rewrote: 122 random bits from the OS CSPRNG, as many as
+    ``new_id``'s, marked version 8 instead of 4. Every row of a poll carries the mark once
+    its re-mix is done, so the mark says nothing of any one row; while a re-mix runs in
+    chunks it tells the rows still to do from those done (docs/privacy.md)."""
+    value = int.from_bytes(os.urandom(16))
+    value &= ~(0xF << 76) & ~(0x3 << 62)
+    value |= REMIXED_VERSION << 76 | 0x2 << 62
+    return uuid.UUID(int=value)
 
 
 def unit(word: int) -> float:

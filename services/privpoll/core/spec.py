@@ -20,7 +20,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 MAX_CHOICES = 50
-MAX_VOTERS = 100_000
+MAX_VOTERS = 1_000_000
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -203,11 +203,20 @@ class KeyRef(_Model):
     key: str = Field(default="voters", min_length=1, max_length=253)
 
 
+# ConfigMaps of one voter list: an object holds at most 1 MiB, about 50,000-100,000 ids, so a
+# list of a million is split over several.
+MAX_CONFIG_MAPS = 100
+
+
 class Voters(_Model):
-    """The eligible voters: listed, or (on Kubernetes) one id per line in a ConfigMap/Secret."""
+    """The eligible voters: listed, or (on Kubernetes) one id per line in a ConfigMap/Secret,
+    or in several ConfigMaps read one after the other (a list bigger than 1 MiB)."""
 
     ids: list[VoterId] | None = Field(default=None, min_length=1, max_length=MAX_VOTERS)
     config_map_ref: KeyRef | None = None
+    config_map_refs: list[KeyRef] | None = Field(
+        default=None, min_length=1, max_length=MAX_CONFIG_MAPS
+    )
     secret_ref: KeyRef | None = None
 
     @field_validator("ids")
@@ -217,9 +226,16 @@ class Voters(_Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> Voters:
-        given = [self.ids is not None, self.config_map_ref is not None, self.secret_ref is not None]
+        given = [
+            self.ids is not None,
+            self.config_map_ref is not None,
+            self.config_map_refs is not None,
+            self.secret_ref is not None,
+        ]
         if sum(given) != 1:
-            raise ValueError("give exactly one of 'ids', 'configMapRef' or 'secretRef'")
+            raise ValueError(
+                "give exactly one of 'ids', 'configMapRef', 'configMapRefs' or 'secretRef'"
+            )
         return self
 
     @property
@@ -227,7 +243,7 @@ class Voters(_Model):
         """The ids; a reference must have been resolved (see ``resolved``) before."""
         if self.ids is None:
             raise ValueError(
-                "voters.configMapRef / voters.secretRef work on Kubernetes only: list the ids"
+                "voters.configMapRef(s) / voters.secretRef work on Kubernetes only: list the ids"
             )
         return self.ids
 
@@ -341,8 +357,8 @@ class NewPoll(_Model):
     def _listed_voters(self) -> NewPoll:
         if self.spec.voters.ids is None:
             raise ValueError(
-                "spec.voters: configMapRef and secretRef work on Kubernetes only; "
-                "list the voter ids here"
+                "spec.voters: configMapRef(s) and secretRef work on Kubernetes only; "
+                "list the voter ids here, or upload them as a file ('voters', one id a line)"
             )
         return self
 

@@ -5,13 +5,15 @@ While a poll is open its rows arrive in batches, and each batch leaves traces a 
 rows of one commit share an ``xmin`` (PostgreSQL) or MVCC timestamp (CockroachDB), sit next to
 each other (``ctid``), and appear together between two copies of the database. Once no vote
 can come any more and both sinks have committed and acked everything (``topology.drained``),
-the re-mixer replaces every actor and ballot row of the poll, in ONE transaction, by a copy with
-a fresh uuid4, inserted in shuffled order: afterwards every row of the poll carries the same
-commit marker. Then the old row versions must go, from the files too (``db.forget``):
-PostgreSQL's VACUUM removes them (it cannot while an older transaction still sees them; then
-the next round tries again), VACUUM FULL rewrites the files, and the WAL that held them is
-dropped; on CockroachDB the vote tables keep old versions for a short ``gc.ttlseconds`` (set
-by the migrations), and a poll is purged once a read from before its re-mix is refused.
+the re-mixer replaces every actor and ballot row of the poll by a copy with a fresh random id,
+inserted in shuffled order, in chunks that are uniformly random subsets of the rows: ONE
+transaction on PostgreSQL, afterwards every row of the poll carries the same commit marker;
+on CockroachDB one transaction a chunk, small enough for a million voters. Then the old row
+versions must go, from the files too (``db.forget``): PostgreSQL's VACUUM removes them (it
+cannot while an older transaction still sees them; then the next round tries again), VACUUM
+FULL rewrites the files, and the WAL that held them is dropped; on CockroachDB the vote tables
+keep old versions for a short ``gc.ttlseconds`` (set by the migrations), and a poll is purged
+once a read from before its re-mix is refused.
 """
 
 from __future__ import annotations
@@ -75,30 +77,137 @@ PURGE_WORDS: dict[Purge, str] = {
 }
 
 
-def rewrite(conn: psycopg.Connection[Any], poll: uuid.UUID) -> tuple[int, int]:
-    """Replace every vote row of the poll by a fresh, shuffled copy; ONE transaction.
+# Rows a chunk holds on average. A chunk is one transaction on CockroachDB, which wants
+# transactions well below its size limits (tens of MB); on PostgreSQL all chunks are one
+# transaction and the size only bounds the re-mixer's memory.
+CHUNK_ROWS = 20_000
+_MAX_ID = (1 << 128) - 1
+Table = Literal["actors", "ballots"]
+# (key column, value column) of each vote table.
+_COLUMNS: dict[Table, tuple[str, str]] = {"actors": ("entry", "voter"), "ballots": ("id", "choice")}
+# The version digit of an id: the 15th character of its text, the same canonical form on
+# PostgreSQL and CockroachDB. Rows not yet rewritten are those whose digit is not the target's.
+_VERSION = "substr({key}::text, 15, 1)"
+Version = Literal[4, 8]
+_NEW_ID = {4: randomness.new_id, 8: randomness.new_remixed_id}
 
-    Returns (actor rows, ballot rows). The poll is marked remixed in the same transaction.
+
+def id_ranges(chunks: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """``chunks`` closed ranges of equal width that tile the whole uuid space, in order.
+
+    A chunk is the rows whose id falls in one range. Ids are drawn from the CSPRNG, so
+    whether a row is in a chunk is a coin independent of every other row, of when it
+    arrived and of the batch it came in: each chunk is a uniformly random subset of the
+    rows (docs/privacy.md).
     """
+    if chunks < 1:
+        raise ValueError(f"chunks must be at least 1, not {chunks}")
+    starts = [-(-(_MAX_ID + 1) * j // chunks) for j in range(chunks + 1)]
+    return [(uuid.UUID(int=starts[j]), uuid.UUID(int=starts[j + 1] - 1)) for j in range(chunks)]
 
-    def work(cur: psycopg.Cursor[Any]) -> tuple[int, int]:
-        cur.execute("DELETE FROM actors WHERE poll = %s RETURNING voter", (poll,))
-        actors = [(poll, randomness.new_id(), str(row[0])) for row in cur.fetchall()]
-        cur.execute("DELETE FROM ballots WHERE poll = %s RETURNING choice", (poll,))
-        ballots = [(poll, randomness.new_id(), str(row[0])) for row in cur.fetchall()]
-        # RETURNING follows the old physical order, i.e. the order of arrival: shuffle.
-        randomness.shuffle(actors)
-        randomness.shuffle(ballots)
-        cur.executemany("INSERT INTO actors (poll, entry, voter) VALUES (%s, %s, %s)", actors)
-        cur.executemany("INSERT INTO ballots (poll, id, choice) VALUES (%s, %s, %s)", ballots)
+
+def chunk_of(key: uuid.UUID, chunks: int) -> int:
+    """The chunk of ``id_ranges(chunks)`` that holds ``key``: a function of the id alone."""
+    return key.int * chunks >> 128
+
+
+def _chunks_for(rows: int, chunk_rows: int) -> int:
+    return max(1, -(-rows // chunk_rows))
+
+
+def _rows_not_of(cur: psycopg.Cursor[Any], table: Table, poll: uuid.UUID, target: Version) -> int:
+    key, _ = _COLUMNS[table]
+    query = (
+        f"SELECT count(*) FROM {table} WHERE poll = %s "  # noqa: S608
+        f"AND {_VERSION.format(key=key)} <> '{target}'"
+    )
+    row = cur.execute(query.encode(), (poll,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _target(cur: psycopg.Cursor[Any], poll: uuid.UUID) -> Version:
+    """The version the rewritten rows' ids get: 8 the first time (the sinks write version 4).
+    A poll re-mixed again on demand has one version on every row: the other one."""
+    row = cur.execute("SELECT remixed FROM polls WHERE uid = %s", (poll,)).fetchone()
+    if row is None or not row[0]:
+        return randomness.REMIXED_VERSION
+    left = sum(_rows_not_of(cur, table, poll, randomness.REMIXED_VERSION) for table in _COLUMNS)
+    return randomness.REMIXED_VERSION if left else 4
+
+
+def _rewrite_chunk(
+    cur: psycopg.Cursor[Any],
+    table: Table,
+    poll: uuid.UUID,
+    low: uuid.UUID,
+    high: uuid.UUID,
+    target: Version = randomness.REMIXED_VERSION,
+) -> int:
+    """Replace the not yet rewritten rows of one id range by fresh, shuffled copies."""
+    key, value = _COLUMNS[table]
+    delete = (
+        f"DELETE FROM {table} WHERE poll = %s AND {key} >= %s AND {key} <= %s "  # noqa: S608
+        f"AND {_VERSION.format(key=key)} <> '{target}' RETURNING {value}"
+    )
+    cur.execute(delete.encode(), (poll, low, high))
+    new_id = _NEW_ID[target]
+    fresh: list[storage.Row] = [(new_id(), str(row[0])) for row in cur]
+    # RETURNING follows the old physical order, i.e. the order of arrival: shuffle.
+    randomness.shuffle(fresh)
+    if fresh:
+        with cur.copy(f"COPY {table} (poll, {key}, {value}) FROM STDIN".encode()) as out:
+            out.write(storage.copy_text(poll, fresh))
+    return len(fresh)
+
+
+def rewrite(
+    conn: psycopg.Connection[Any], poll: uuid.UUID, *, chunk_rows: int = CHUNK_ROWS
+) -> tuple[int, int]:
+    """Replace every vote row of the poll by a fresh, shuffled copy, chunk by chunk.
+
+    On PostgreSQL every chunk is in ONE transaction; on CockroachDB each chunk is a
+    transaction of its own (a million voters' rows are too many for one), each a uniformly
+    random subset of the rows (``id_ranges``). A re-mix that stops half way goes on where
+    it stopped: the rows already rewritten carry ids of version 8 and are left alone. (A poll
+    re-mixed again on demand goes back to version 4, and so on: ``_target``.)
+    Returns (actor rows, ballot rows). The poll is marked remixed once all are rewritten.
+    """
+    done: dict[Table, int] = {"actors": 0, "ballots": 0}
+
+    def chunk(table: Table, low: uuid.UUID, high: uuid.UUID, target: Version) -> Any:
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            done[table] += _rewrite_chunk(cur, table, poll, low, high, target)
+
+        return work
+
+    def mark(cur: psycopg.Cursor[Any]) -> None:
         cur.execute(
             "UPDATE polls SET remixed = true, purged = false, remixed_at = now(), "
             "purged_at = NULL WHERE uid = %s",
             (poll,),
         )
-        return len(actors), len(ballots)
 
-    return storage.run_transaction(conn, work)
+    def everything(cur: psycopg.Cursor[Any]) -> None:
+        done["actors"] = done["ballots"] = 0
+        target = _target(cur, poll)
+        for table in _COLUMNS:
+            chunks = _chunks_for(_rows_not_of(cur, table, poll, target), chunk_rows)
+            for low, high in id_ranges(chunks):
+                chunk(table, low, high, target)(cur)
+        mark(cur)
+
+    if not storage.is_cockroach(conn):
+        storage.run_transaction(conn, everything)
+    else:
+        with conn.cursor() as cur:
+            target = _target(cur, poll)
+        for table in _COLUMNS:
+            with conn.cursor() as cur:
+                chunks = _chunks_for(_rows_not_of(cur, table, poll, target), chunk_rows)
+            for low, high in id_ranges(chunks):
+                storage.run_transaction(conn, chunk(table, low, high, target))
+        storage.run_transaction(conn, mark)
+    return done["actors"], done["ballots"]
 
 
 def purge(conn: psycopg.Connection[Any]) -> Purge:

@@ -58,10 +58,18 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 10) -> None:
+        self.ask_to_stop()
+        self.wait_stopped(time.monotonic() + timeout)
+
+    def ask_to_stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+
+    def wait_stopped(self, deadline: float) -> None:
+        """Wait until ``deadline`` (monotonic) for the child to exit, then kill it."""
+        if self.process is not None:
             try:
-                self.process.wait(timeout)
+                self.process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -71,6 +79,8 @@ class Child:
 
 
 CONFIG = "python:privpoll.web.gunicorn_conf"
+# How long the children get to stop, all together, before they are killed.
+CHILD_STOP_TIMEOUT = 10.0
 
 
 def gunicorn_argv(app: str | None = None) -> list[str]:
@@ -189,8 +199,13 @@ def up(settings: Settings) -> None:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # All children at once: each drains its own work (a sink with a thousand polls takes
+        # a while), and one after the other the waits would add up.
+        for child in procs:
+            child.ask_to_stop()
+        deadline = time.monotonic() + CHILD_STOP_TIMEOUT
         for child in reversed(procs):
-            child.stop()
+            child.wait_stopped(deadline)
         for server in reversed(servers):
             server.stop()
         print("privpoll: stopped", flush=True)

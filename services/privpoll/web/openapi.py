@@ -375,8 +375,40 @@ def document() -> dict[str, Any]:
             "/api/v1/polls": {
                 "post": {
                     "summary": "Create a poll",
+                    "description": (
+                        "The poll as JSON, or as multipart/form-data for a long voter list: "
+                        "the part 'poll' holds {name, spec} without spec.voters, the part "
+                        "'voters' a text file with one voter id a line (up to 1,000,000; blank "
+                        "lines and # comments skipped)."
+                    ),
                     "security": _ADMIN,
-                    "requestBody": _body("NewPoll"),
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            **_body("NewPoll")["content"],
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["poll", "voters"],
+                                    "properties": {
+                                        "poll": {
+                                            "type": "string",
+                                            "description": "{name, spec} as JSON, no voters",
+                                        },
+                                        "voters": {
+                                            "type": "string",
+                                            "contentMediaType": "text/plain",
+                                            "description": "one voter id a line",
+                                        },
+                                    },
+                                },
+                                "encoding": {
+                                    "poll": {"contentType": "application/json"},
+                                    "voters": {"contentType": "text/plain"},
+                                },
+                            },
+                        },
+                    },
                     "responses": {
                         "201": _json(_ref("Poll"), "created"),
                         **_errors(400, *_AUTH, 409, 413, 415, 503),

@@ -36,6 +36,7 @@ from privpoll.service import erase, polls, ratelimit, reissue
 from privpoll.service import invitations as mailing
 from privpoll.service.errors import PAGE_WORDS, ApiError
 from privpoll.service.ratelimit import retry_after
+from privpoll.web import voter_upload
 from privpoll.web.chart import bar_chart
 from privpoll.web.context import client_address, services
 from privpoll.web.forms import CUSTOM, PRESETS, PollForm, VoterListError, decode_upload
@@ -92,6 +93,9 @@ def error_page(status: int, title: str, message: str) -> tuple[str, int]:
 def _check_csrf() -> tuple[str, int] | None:
     if request.method != "POST":
         return None
+    if request.endpoint == "pages.create_poll":
+        # A voters file of up to a million ids; read before the form token is.
+        request.max_content_length = voter_upload.LIMIT
     expected = session.get("csrf")
     sent = request.form.get("csrf", "")
     if isinstance(expected, str) and sent and tokens.same_secret(expected, sent):
