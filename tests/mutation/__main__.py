@@ -35,7 +35,8 @@ SUMMARY = ROOT / "docs" / "mutation.json"
 # What is mutated: the privacy- and integrity-critical code, by mutant name (module, then
 # function or class method). In storage.py the vote tables' writes, the transaction helper and
 # the tallies (not the poll rows' bookkeeping); in remix.py all but the Watcher's loop; in
-# sinks.py and ballot_box.py only the mixing rule and the reservation: the rest is NATS and
+# workers/mixing.py the whole mixing rule; in sinks.py and ballot_box.py only what applies
+# it and the reservation: the rest is NATS and
 # process plumbing that the pipeline and fault suites cover through ``privpoll up``.
 MUTANTS = [
     "privpoll.core.tokens.*",
@@ -52,7 +53,7 @@ MUTANTS = [
     "privpoll.db.remix.xǁRemixedǁ*",
     "privpoll.workers.sinks.xǁBatchǁ*",
     "privpoll.workers.sinks.xǁPollSinkǁcapacity*",
-    "privpoll.workers.sinks.xǁPollSinkǁ_due*",
+    "privpoll.workers.mixing.*",
     "privpoll.workers.sinks.xǁPollSinkǁ_take*",
     "privpoll.workers.sinks.xǁPollSinkǁ_consume*",
     "privpoll.bus.ballot_box.xǁBallotBoxǁ_reserve*",
@@ -60,7 +61,17 @@ MUTANTS = [
     "privpoll.bus.ballot_box.xǁBallotBoxǁ_kv_write*",
     "privpoll.bus.ballot_box.xǁBallotBoxǁ_release*",
 ]
-FILES = ["tokens", "noise", "envelope", "results", "storage", "remix", "sinks", "ballot_box"]
+FILES = [
+    "core/tokens",
+    "core/noise",
+    "core/envelope",
+    "core/results",
+    "db/storage",
+    "db/remix",
+    "workers/mixing",
+    "workers/sinks",
+    "bus/ballot_box",
+]
 # The tests that run against the mutants: the pure core's, and the fast integration tests
 # that call the mutated code in the test's own process (real NATS and PostgreSQL).
 TESTS = [
@@ -71,6 +82,7 @@ TESTS = [
     "tests/unit/test_results.py",
     "tests/unit/test_margin.py",
     "tests/unit/test_remix.py",
+    "tests/unit/test_mixing.py",
     "tests/integration/test_storage.py",
     "tests/integration/test_remix.py",
     "tests/integration/test_sink_mixing.py",
