@@ -66,13 +66,14 @@ def _file(conn: psycopg.Connection[Any], cluster: Path, relation: str) -> bytes:
 
 
 def _keys_after(chunks: list[bytes], poll: uuid.UUID) -> set[bytes]:
-    """The 16 bytes after each occurrence of the poll's uuid that look like a uuid4."""
+    """The 16 bytes after each occurrence of the poll's uuid that look like a random id: a
+    uuid4 (as the sinks write them) or a uuid8 (the same 122 random bits, as re-mixed)."""
     found: set[bytes] = set()
     for chunk in chunks:
         at = chunk.find(poll.bytes)
         while at != -1:
             key = chunk[at + 16 : at + 32]
-            if len(key) == 16 and key[6] >> 4 == 4 and key[8] >> 6 == 0b10:
+            if len(key) == 16 and key[6] >> 4 in (4, 8) and key[8] >> 6 == 0b10:
                 found.add(key)
             at = chunk.find(poll.bytes, at + 1)
     return found

@@ -128,11 +128,11 @@ def test_invitations_and_reminders_reach_exactly_who_they_should(
     try:
         voters = [*ADDRESSES, "bob", "nobody@example.org"]
         spec = poll_spec(voters, description="Friday lunch, 12:30 at the usual place")
-        system.create_poll("lunch", spec)
-        sent = system.http.post("/api/v1/polls/lunch/invitations/send", headers=system.admin)
+        system.create_poll("mail-lunch", spec)
+        sent = system.http.post("/api/v1/polls/mail-lunch/invitations/send", headers=system.admin)
         assert sent.status_code == 202, sent.text
         assert sent.json() == {"queued": 5, "skipped": ["bob"], "alreadySent": 0}
-        progress = wait_done(system, "lunch", "invitations")
+        progress = wait_done(system, "mail-lunch", "invitations")
         assert progress["sent"] == 4
         assert progress["failed"] == 1
         assert progress["failures"][0]["voter"] == "nobody@example.org"
@@ -149,9 +149,9 @@ def test_invitations_and_reminders_reach_exactly_who_they_should(
             links[address] = link_of(message)
 
         # Sending again mails nobody twice.
-        again = system.http.post("/api/v1/polls/lunch/invitations/send", headers=system.admin)
+        again = system.http.post("/api/v1/polls/mail-lunch/invitations/send", headers=system.admin)
         assert again.json()["queued"] == 1  # only the address that failed is tried again
-        wait_done(system, "lunch", "invitations")
+        wait_done(system, "mail-lunch", "invitations")
         assert all(len(box.to(a)) == 1 for a in ADDRESSES)
 
         # Two vote with their links; the reminders go to the other two only.
@@ -160,7 +160,7 @@ def test_invitations_and_reminders_reach_exactly_who_they_should(
         # By the CLI, which follows the sending to its end.
         env = {**os.environ, "PRIVPOLL_URL": system.url, "PRIVPOLL_ADMIN_TOKEN": ADMIN}
         cli = subprocess.run(
-            [sys.executable, "-m", "privpoll", "poll", "remind", "lunch"],
+            [sys.executable, "-m", "privpoll", "poll", "remind", "mail-lunch"],
             env=env, capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert cli.returncode == 0, cli.stderr
@@ -168,7 +168,7 @@ def test_invitations_and_reminders_reach_exactly_who_they_should(
         assert cli.stdout.splitlines()[0] == "3 reminders queued"
         assert cli.stdout.splitlines()[-1] == "2 sent, 0 waiting, 1 failed"
         assert "not delivered to nobody@example.org: 550" in cli.stderr
-        assert wait_done(system, "lunch", "reminders")["sent"] == 2
+        assert wait_done(system, "mail-lunch", "reminders")["sent"] == 2
         got = {a for a in ADDRESSES if box.to(a, "Reminder")}
         assert got == set(ADDRESSES[2:])
         for address in ADDRESSES[2:]:

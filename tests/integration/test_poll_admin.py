@@ -64,17 +64,17 @@ def test_a_reissued_link_replaces_the_old_one_and_never_votes_twice(system: Syst
 
 def test_results_count_votes_still_on_their_way(system: System) -> None:
     # Batches of 50: three votes stay with the sinks, mixing, until the poll closes.
-    system.create_poll("slow", poll_spec(VOTERS, mixing={"minBatch": 50, "maxWait": "1h"}))
-    tokens = system.invitations("slow")
+    system.create_poll("held", poll_spec(VOTERS, mixing={"minBatch": 50, "maxWait": "1h"}))
+    tokens = system.invitations("held")
     for voter in VOTERS:
-        assert system.vote("slow", voter, tokens[voter], "pizza").status_code == 202
-    found = system.results("slow")
+        assert system.vote("held", voter, tokens[voter], "pizza").status_code == 202
+    found = system.results("held")
     assert found["phase"] == "Open"
     assert found["votes"]["total"] + found["pending"] == 3
     assert found["pending"] > 0
-    system.close("slow")
+    system.close("held")
     deadline = time.monotonic() + 60
-    while (after := system.results("slow"))["pending"]:
+    while (after := system.results("held"))["pending"]:
         assert time.monotonic() < deadline, after
         time.sleep(0.5)
     assert after["votes"]["total"] == 3

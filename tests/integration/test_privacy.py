@@ -381,11 +381,12 @@ def test_a_thief_copying_the_database_sees_only_mixed_batches_and_no_arrival_ord
                     assert time.monotonic() < deadline, system.output()
                     time.sleep(0.2)
                 before = thief.snapshot()
+                # Read while the re-mixer is held: after the purge the poll's stream is gone.
+                envelopes = witness.envelopes()
             finally:
                 os.kill(remixer, signal.SIGCONT)
             wait_remixed(system, "thief", purged=False)
         after = thief.snapshot()
-        envelopes = witness.envelopes()
     finally:
         system.stop()
 

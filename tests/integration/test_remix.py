@@ -83,7 +83,8 @@ def test_rewrite_gives_fresh_ids_one_commit_and_an_order_unrelated_to_the_old_on
         new = rows(conn, table, poll.uid)
         assert Counter(value for _, value, _ in new) == Counter(value for _, value, _ in old)
         assert not {key for key, *_ in new} & {key for key, *_ in old}, "every id is fresh"
-        assert all(key.version == 4 for key, *_ in new)
+        # Re-mixed ids: uuid version 8, the same 122 random bits as a uuid4 (a re-mix can resume).
+        assert all(key.version == randomness.REMIXED_VERSION for key, *_ in new)
         assert len({xmin for *_, xmin in new}) == 1, "one commit: no batch can be told apart"
         assert not {xmin for *_, xmin in new} & {xmin for *_, xmin in old}
         # Each row's place before, listed in the order the rows now have on disk.
@@ -116,7 +117,8 @@ def test_remix_purges_the_old_versions_unless_a_snapshot_still_sees_them(
     assert dead == (0,)
     again = remix.remix(conn, poll)
     assert again == remix.Remixed("purge", VOTES, 2 * VOTES, "vacuumed")
-    assert remix.progress(conn)["purge"] == (True, True)
+    # Purged is the lifecycle's word, once the poll's queue is gone too (service.lifecycle).
+    assert remix.progress(conn)["purge"] == (True, False)
     # What an operator reads in the re-mixer's log: counts only, never a voter or a choice.
     assert [r.getMessage() for r in caplog.records if r.name == "privpoll.db.remix"] == [
         f"poll purge remixed ({VOTES} votes, {2 * VOTES} ballots); old versions pending",
