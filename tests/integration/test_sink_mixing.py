@@ -149,8 +149,13 @@ class Run:
 async def scenario(run: Run) -> None:
     await run.start()
     try:
-        # Exactly 2 minBatch: a batch is due only now, and must keep minBatch back.
-        await run.publish(2 * MIN_BATCH)
+        # A few votes, then nothing for a while: an idle stream is no reason to write them.
+        await run.publish(MIN_BATCH // 2)
+        await run.js.publish(messaging.subject("mixing"), b"{not an envelope")
+        await run.quiet()
+        assert run.commits() == (0, 0), "fewer than minBatch envelopes written"
+        # Up to exactly 2 minBatch: a batch is due only now, and must keep minBatch back.
+        await run.publish(2 * MIN_BATCH - MIN_BATCH // 2)
         await run.until(lambda: min(run.commits()) >= 1, "a first commit of each sink")
         # Votes as they come, a commit now and then.
         await run.publish(37, pause=0.03)
@@ -229,12 +234,19 @@ def test_a_batch_whose_write_failed_is_written_again_whole_with_what_came_since(
 
 
 def test_every_commit_of_both_sinks_holds_at_least_min_batch_envelopes(
-    nats: NatsServer, postgres: PostgresServer
+    nats: NatsServer, postgres: PostgresServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A database of its own: the poll's name is fixed, and the first poll of a name keeps it.
     dsn = fresh_database(postgres, "mixing")
     run = Run(nats, dsn)
+    caplog.set_level(logging.ERROR, logger="privpoll.sinks")
     asyncio.run(scenario(run))
+    # The message that was no envelope: dropped once by each sink, and said so.
+    assert [sink.stats.terminated for sink in run.sinks] == [1, 1]
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "privpoll.sinks") == [
+        f"{role} sink of mixing: terminated an undecodable message (1 so far)"
+        for role in messaging.ROLES
+    ]
 
     envelope_of = {str(b.id): i for i, e in enumerate(run.sent) for b in e.ballots}
     position = {str(b.id): (i, j) for i, e in enumerate(run.sent) for j, b in enumerate(e.ballots)}
