@@ -151,7 +151,7 @@ async def scenario(run: Run) -> None:
     try:
         # A few votes, then nothing for a while: an idle stream is no reason to write them.
         await run.publish(MIN_BATCH // 2)
-        await run.js.publish(messaging.subject("mixing"), b"{not an envelope")
+        await run.js.publish(naming.subject("mixing"), b"{not an envelope")
         await run.quiet()
         assert run.commits() == (0, 0), "fewer than minBatch envelopes written"
         # Up to exactly 2 minBatch: a batch is due only now, and must keep minBatch back.
@@ -243,9 +243,9 @@ def test_every_commit_of_both_sinks_holds_at_least_min_batch_envelopes(
     asyncio.run(scenario(run))
     # The message that was no envelope: dropped once by each sink, and said so.
     assert [sink.stats.terminated for sink in run.sinks] == [1, 1]
-    assert sorted(r.getMessage() for r in caplog.records if r.name == "privpoll.sinks") == [
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "privpoll.workers.sinks") == [
         f"{role} sink of mixing: terminated an undecodable message (1 so far)"
-        for role in messaging.ROLES
+        for role in naming.ROLES
     ]
 
     envelope_of = {str(b.id): i for i, e in enumerate(run.sent) for b in e.ballots}
