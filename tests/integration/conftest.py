@@ -191,6 +191,20 @@ class System:
         response = self.http.post(f"/api/v1/polls/{name}/close", headers=self.admin)
         assert response.status_code == 200, response.text
 
+    def wait_remixed(self, name: str, *, purged: bool = True, timeout: float = 90) -> None:
+        """Until a closed poll is re-mixed (and, with ``purged``, its old rows, stream and
+        voters bucket are gone): after that nothing more changes by itself."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.db() as conn:
+                row = conn.execute(
+                    "SELECT remixed, purged FROM polls WHERE name = %s", (name,)
+                ).fetchone()
+            if row is not None and row[0] and (row[1] or not purged):
+                return
+            assert time.monotonic() < deadline, f"poll {name} was not remixed:\n{self.output()}"
+            time.sleep(0.3)
+
     def results(self, name: str) -> dict[str, Any]:
         response = self.http.get(f"/api/v1/polls/{name}/results", headers=self.admin)
         assert response.status_code == 200, response.text

@@ -75,6 +75,9 @@ def running(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer) 
         system.create_poll("later", poll_spec(VOTERS, schedule={"opensAt": later}))
         system.create_poll("over", poll_spec(VOTERS))
         system.close("over")
+        # Closing starts the re-mix and the purge, which delete the stream and the voters
+        # bucket: wait for them, so that a test's footprint sees only its own requests.
+        system.wait_remixed("over")
         yield system
 
 

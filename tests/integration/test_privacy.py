@@ -63,19 +63,6 @@ def cast_paced(
         time.sleep(1 / per_second)
 
 
-def wait_remixed(system: System, name: str, *, purged: bool = True, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with system.db() as conn:
-            row = conn.execute(
-                "SELECT remixed, purged FROM polls WHERE name = %s", (name,)
-            ).fetchone()
-        if row is not None and row[0] and (row[1] or not purged):
-            return
-        assert time.monotonic() < deadline, f"poll {name} was not remixed:\n{system.output()}"
-        time.sleep(0.3)
-
-
 def test_default_settings_expose_nobody_even_with_a_snapshot_after_every_commit(
     system: System, tmp_path: Path
 ) -> None:
@@ -88,7 +75,7 @@ def test_default_settings_expose_nobody_even_with_a_snapshot_after_every_commit(
     with recording(system.postgres.dsn, snapshots, ["defaults"]):
         cast_paced(system, "defaults", votes, per_second=25)
         system.close("defaults")
-        wait_remixed(system, "defaults")
+        system.wait_remixed("defaults")
 
     dumps = thief.load(snapshots, "defaults")
     result, _ = thief.inference("defaults", dumps)
@@ -147,7 +134,7 @@ def test_randomized_response_bounds_what_the_attacker_can_learn(
     with recording(system.postgres.dsn, snapshots, ["coins"]):
         cast_paced(system, "coins", votes, per_second=15)
         system.close("coins")
-        wait_remixed(system, "coins")
+        system.wait_remixed("coins")
     dumps = thief.load(snapshots, "coins")
     result, _ = thief.inference("coins", dumps)
     m = len(CHOICES)
@@ -195,7 +182,7 @@ def test_the_remixer_leaves_one_xmin_and_no_old_row_version(system: System, tmp_
         holder.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         holder.execute("SELECT count(*) FROM ballots").fetchone()
         system.close("remix")
-        wait_remixed(system, "remix", purged=False)
+        system.wait_remixed("remix", purged=False)
         with system.db() as conn:
             after = xmins(conn, uid)
             assert len(after) == 1
@@ -209,7 +196,7 @@ def test_the_remixer_leaves_one_xmin_and_no_old_row_version(system: System, tmp_
         holder.rollback()
 
     # Once that transaction is gone, privpoll up vacuums again until nothing old remains.
-    wait_remixed(system, "remix", purged=True)
+    system.wait_remixed("remix", purged=True)
     with system.db() as conn:
         (xmin,) = xmins(conn, uid)
         for table in ("actors", "ballots"):
@@ -385,7 +372,7 @@ def test_a_thief_copying_the_database_sees_only_mixed_batches_and_no_arrival_ord
                 envelopes = witness.envelopes()
             finally:
                 os.kill(remixer, signal.SIGCONT)
-            wait_remixed(system, "thief", purged=False)
+            system.wait_remixed("thief", purged=False)
         after = thief.snapshot()
     finally:
         system.stop()
