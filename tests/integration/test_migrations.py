@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from privpoll.db import migrations, storage
 from privpoll.local.embedded import PostgresServer
@@ -79,3 +80,33 @@ def test_the_ingest_is_not_ready_until_the_schema_is(postgres: PostgresServer) -
     after = client.get("/readyz")
     assert after.json is not None
     assert after.json["checks"]["schema"] is True
+
+
+def test_polls_of_the_previous_schema_keep_their_voter_lists(postgres: PostgresServer) -> None:
+    """Migration 6 moves each poll's voter list out of its spec into the voters table, in the
+    organiser's order: the invitations, the eligible count and a reissue still find them."""
+    dsn = fresh_database(postgres, "migrate")
+    voters = ["zoe@example.org", "adam@example.org", "mia@example.org"]
+    spec = {"title": "Old", "choices": ["yes", "no"], "voters": {"ids": voters}}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version int PRIMARY KEY)")
+        for number, script in enumerate(storage.MIGRATIONS[:5], start=1):
+            for statement in script:
+                if isinstance(statement, str):
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (%s)", (number,))
+        conn.execute(
+            "INSERT INTO polls (name, uid, spec) VALUES ('old', gen_random_uuid(), %s)",
+            (Jsonb(spec),),
+        )
+        assert migrations.migrate(conn) == migrations.LATEST
+        poll = storage.get_poll(conn, "old")
+        assert poll is not None
+        assert poll.eligible == 3
+        assert storage.voter_ids(conn, "old") == voters
+        assert storage.is_voter(conn, "old", "mia@example.org")
+        assert not storage.is_voter(conn, "old", "eve@example.org")
+        stored = conn.execute("SELECT spec FROM polls WHERE name = 'old'").fetchone()
+        assert stored is not None
+        assert "voters" not in stored[0]
+        assert stored[0]["title"] == "Old"

@@ -94,6 +94,25 @@ MIGRATIONS: list[tuple[LiteralString | OnCockroach, ...]] = [
         "ALTER TABLE polls ADD COLUMN IF NOT EXISTS remixed_at timestamptz",
         "ALTER TABLE polls ADD COLUMN IF NOT EXISTS purged_at timestamptz",
     ),
+    (
+        # The eligible voters in a table of their own, in the organiser's order: a poll's row
+        # stays small (it is read for every results, close and vote-page request) and a million
+        # invitations are read a page at a time. Who may vote, never who voted or how.
+        """CREATE TABLE IF NOT EXISTS voters (
+            poll uuid NOT NULL,
+            position int NOT NULL,
+            voter text NOT NULL,
+            PRIMARY KEY (poll, position)
+        )""",
+        "ALTER TABLE polls ADD COLUMN IF NOT EXISTS eligible int NOT NULL DEFAULT 0",
+        # Polls created before: their lists move out of the spec (only rows still holding one).
+        "INSERT INTO voters (poll, position, voter) "
+        "SELECT p.uid, (v.n - 1)::int, v.id FROM polls AS p, "
+        "jsonb_array_elements_text(p.spec -> 'voters' -> 'ids') WITH ORDINALITY AS v (id, n) "
+        "ON CONFLICT DO NOTHING",
+        "UPDATE polls SET eligible = coalesce(jsonb_array_length(spec -> 'voters' -> 'ids'), 0), "
+        "spec = spec - 'voters' WHERE spec -> 'voters' IS NOT NULL",
+    ),
 ]
 
 GC_TTL_SECONDS = 600
@@ -171,11 +190,13 @@ def ensure_gc_ttl(conn: psycopg.Connection[Any], *, attempts: int = 5) -> None:
             )
 
 
-# A poll's row as a Poll: its spec without the voter list (up to 1,000,000 ids, which only the
-# invitations read), and the list's length.
-POLL = sql.SQL(
-    "name, uid, spec - 'voters', jsonb_array_length(spec -> 'voters' -> 'ids'), closed, reissued"
-)
+# A poll's row as a Poll. Its voter list is in the voters table (up to 1,000,000 ids, which
+# only the invitations and a few checks read); ``spec - 'voters'`` for rows of old versions.
+POLL = sql.SQL("name, uid, spec - 'voters', eligible, closed, reissued")
+# The voters a CockroachDB transaction writes (it wants transactions well below its limits).
+VOTER_CHUNK = 10_000
+# The voters ``voter_page`` reads at once.
+VOTER_PAGE = 10_000
 
 
 def _poll(row: Sequence[Any]) -> Poll:
@@ -189,21 +210,63 @@ def _poll(row: Sequence[Any]) -> Poll:
     )
 
 
+def _rules_document(spec: PollSpec) -> Jsonb:
+    """The spec as stored: everything but the voter list (in the voters table)."""
+    return Jsonb(spec.rules().to_document())
+
+
 def insert_poll(conn: psycopg.Connection[Any], poll: Poll, spec: PollSpec) -> Poll:
-    """Insert the poll's row unless one of that name exists; return the stored row."""
+    """Insert the poll's row and its voters unless a poll of that name exists; return the
+    stored row. On PostgreSQL all in one transaction; on CockroachDB the voters follow in
+    transactions of ``VOTER_CHUNK`` rows (an interrupted creation is completed by the next
+    ``apply``, which finds the list different and writes it again)."""
+    voters = spec.voters.listed
+    cockroach = is_cockroach(conn)
 
     def work(cur: psycopg.Cursor[Any]) -> Poll:
         cur.execute(
-            "INSERT INTO polls (name, uid, spec, closed) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (name) DO NOTHING",
-            (poll.name, poll.uid, Jsonb(spec.to_document()), poll.closed),
+            "INSERT INTO polls (name, uid, spec, closed, eligible) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (name) DO NOTHING RETURNING uid",
+            (poll.name, poll.uid, _rules_document(spec), poll.closed, len(voters)),
         )
+        if cur.fetchone() is not None and not cockroach:
+            _copy_voters(cur, poll.uid, voters)
         cur.execute(sql.SQL("SELECT {} FROM polls WHERE name = %s").format(POLL), (poll.name,))
         row = cur.fetchone()
         assert row is not None
         return _poll(row)
 
-    return run_transaction(conn, work)
+    stored = run_transaction(conn, work)
+    if cockroach and stored.uid == poll.uid:
+        _insert_voters_in_chunks(conn, poll.uid, voters)
+    return stored
+
+
+def _copy_voters(cur: psycopg.Cursor[Any], poll: uuid.UUID, voters: Sequence[str]) -> None:
+    start = f"{poll}\t"
+    with cur.copy("COPY voters (poll, position, voter) FROM STDIN") as out:
+        for first in range(0, len(voters), VOTER_PAGE):
+            page = voters[first : first + VOTER_PAGE]
+            out.write(
+                "".join([f"{start}{first + i}\t{_copy_value(v)}\n" for i, v in enumerate(page)])
+            )
+
+
+def _insert_voters_in_chunks(
+    conn: psycopg.Connection[Any], poll: uuid.UUID, voters: Sequence[str]
+) -> None:
+    for first in range(0, len(voters), VOTER_CHUNK):
+        chunk = list(voters[first : first + VOTER_CHUNK])
+
+        def work(cur: psycopg.Cursor[Any], first: int = first, chunk: list[str] = chunk) -> None:
+            cur.execute(
+                "INSERT INTO voters (poll, position, voter) "
+                "SELECT %s, (%s + t.n - 1)::int, t.v FROM unnest(%s::text[]) "
+                "WITH ORDINALITY AS t (v, n) ON CONFLICT DO NOTHING",
+                (poll, first, chunk),
+            )
+
+        run_transaction(conn, work)
 
 
 def get_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
@@ -213,9 +276,35 @@ def get_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
 
 
 def voter_ids(conn: psycopg.Connection[Any], name: str) -> list[str]:
-    row = conn.execute("SELECT spec -> 'voters' -> 'ids' FROM polls WHERE name = %s", (name,))
-    found = row.fetchone()
-    return [str(v) for v in found[0]] if found else []
+    """The poll's voter list, in the organiser's order (every id at once: see ``voter_page``)."""
+    rows = conn.execute(
+        "SELECT v.voter FROM voters AS v JOIN polls AS p ON p.uid = v.poll "
+        "WHERE p.name = %s ORDER BY v.position",
+        (name,),
+    )
+    return [str(row[0]) for row in rows]
+
+
+def voter_page(
+    conn: psycopg.Connection[Any], poll: uuid.UUID, after: int = -1, size: int = VOTER_PAGE
+) -> list[tuple[int, str]]:
+    """Up to ``size`` voters (position, id) after position ``after``, in order."""
+    rows = conn.execute(
+        "SELECT position, voter FROM voters WHERE poll = %s AND position > %s "
+        "ORDER BY position LIMIT %s",
+        (poll, after, size),
+    )
+    return [(int(row[0]), str(row[1])) for row in rows]
+
+
+def is_voter(conn: psycopg.Connection[Any], name: str, voter: str) -> bool:
+    """Whether ``voter`` is on the poll's list."""
+    row = conn.execute(
+        "SELECT 1 FROM voters AS v JOIN polls AS p ON p.uid = v.poll "
+        "WHERE p.name = %s AND v.voter = %s LIMIT 1",
+        (name, voter),
+    ).fetchone()
+    return row is not None
 
 
 def list_polls(conn: psycopg.Connection[Any]) -> list[Poll]:
@@ -235,18 +324,35 @@ def close_poll(conn: psycopg.Connection[Any], name: str) -> Poll | None:
     return run_transaction(conn, work)
 
 
-def update_spec(conn: psycopg.Connection[Any], name: str, spec: PollSpec) -> Poll | None:
-    """Store a changed spec (the caller checked the change is safe)."""
+def update_spec(
+    conn: psycopg.Connection[Any], name: str, spec: PollSpec, *, voters_changed: bool
+) -> Poll | None:
+    """Store a changed spec (the caller checked the change is safe); its voter list too when
+    ``voters_changed``."""
+    voters = spec.voters.listed
+    cockroach = is_cockroach(conn)
 
     def work(cur: psycopg.Cursor[Any]) -> Poll | None:
         cur.execute(
-            sql.SQL("UPDATE polls SET spec = %s WHERE name = %s RETURNING {}").format(POLL),
-            (Jsonb(spec.to_document()), name),
+            sql.SQL(
+                "UPDATE polls SET spec = %s, eligible = %s WHERE name = %s RETURNING {}"
+            ).format(POLL),
+            (_rules_document(spec), len(voters), name),
         )
         row = cur.fetchone()
-        return _poll(row) if row else None
+        if row is None:
+            return None
+        updated = _poll(row)
+        if voters_changed:
+            cur.execute("DELETE FROM voters WHERE poll = %s", (updated.uid,))
+            if not cockroach:
+                _copy_voters(cur, updated.uid, voters)
+        return updated
 
-    return run_transaction(conn, work)
+    updated = run_transaction(conn, work)
+    if updated is not None and voters_changed and cockroach:
+        _insert_voters_in_chunks(conn, updated.uid, voters)
+    return updated
 
 
 def reissue(conn: psycopg.Connection[Any], name: str, key: str) -> Poll | None:
@@ -281,6 +387,7 @@ def delete_poll(conn: psycopg.Connection[Any], poll: Poll) -> None:
         cur.execute("DELETE FROM actors WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM ballots WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM mail WHERE poll = %s", (poll.uid,))
+        cur.execute("DELETE FROM voters WHERE poll = %s", (poll.uid,))
         cur.execute("DELETE FROM polls WHERE uid = %s", (poll.uid,))
 
     run_transaction(conn, work)

@@ -9,6 +9,7 @@ half-way simply runs it again. docs/design.md ("A poll's life") draws the states
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -83,7 +84,10 @@ async def apply(
     refused = unsafe_change(existing, spec, old_voters, votes)
     if refused:
         raise Refused("UnsafeChange", refused)
-    updated = await asyncio.to_thread(storage.update_spec, conn, name, spec)
+    changed = old_voters != spec.voters.listed
+    updated = await asyncio.to_thread(
+        functools.partial(storage.update_spec, voters_changed=changed), conn, name, spec
+    )
     if updated is None:  # deleted meanwhile: the next reconcile records it anew
         raise Refused("Gone", f"the poll {name!r} was deleted while it was being changed")
     return updated

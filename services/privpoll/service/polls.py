@@ -6,6 +6,7 @@ code and message both edges show (as JSON or as a page).
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -223,19 +224,36 @@ def each_invitation(
     svc: Services, poll: Poll, voters: Iterable[str] | None = None
 ) -> Iterator[Invitation]:
     """The invitations of ``voters`` (all the poll's if None) one by one, made as they are
-    read: a poll of a million voters is never held as a million invitations at once (they take
-    seconds of CPU to make). The voter list is read before this returns."""
+    read: a poll of a million voters is never held as a million invitations, nor as a million
+    ids (its list is read a page at a time, each page with a connection of its own for a
+    moment, so a slow reader holds none). The first page is read before this returns, so a
+    database that is down is said before a response starts."""
     settings = svc.settings
-    chosen = voter_ids(svc, poll) if voters is None else voters
+    chosen = _voter_pages(svc, poll) if voters is None else iter([list(voters)])
+    first = next(chosen, [])
 
     def made() -> Iterator[Invitation]:
         token_of = tokens.voter_tokens(settings.secret_bytes, poll.uid)
         start = f"{settings.base_url}/vote/{poll.name}?voter="
-        for voter in chosen:
-            token = token_of(voter, _generation(settings.secret_bytes, poll, voter))
-            yield Invitation(voter, token, f"{start}{_quoted(voter)}&token={token}")
+        generation = _generation
+        secret = settings.secret_bytes
+        for page in itertools.chain([first], chosen):
+            for voter in page:
+                token = token_of(voter, generation(secret, poll, voter))
+                yield Invitation(voter, token, f"{start}{_quoted(voter)}&token={token}")
 
     return made()
+
+
+def _voter_pages(svc: Services, poll: Poll) -> Iterator[list[str]]:
+    after = -1
+    while True:
+        with svc.pool.connection() as conn:
+            page = storage.voter_page(conn, poll.uid, after)
+        if not page:
+            return
+        after = page[-1][0]
+        yield [voter for _, voter in page]
 
 
 def _generation(secret: bytes, poll: Poll, voter: str) -> int:

@@ -23,7 +23,7 @@ def reissue(svc: Services, name: str, voter: str) -> Invitation:
     if poll.phase() is Phase.CLOSED:
         raise ApiError(409, "poll_closed", "this poll is closed: a new link could not vote")
     with svc.pool.connection() as conn:
-        if voter not in storage.voter_ids(conn, name):
+        if not storage.is_voter(conn, name, voter):
             raise ApiError(
                 404, "voter_not_found", f"{voter!r} is not on this poll's list of voters"
             )
