@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from privpoll.bus import naming
 from privpoll.core.envelope import Envelope
 from privpoll.db import storage
 from privpoll.local.embedded import NatsServer, PostgresServer, free_port
+from tests.environment import need
 
 ADMIN = "integration-admin-token"
 CHOICES = ["pizza", "sushi", "tacos"]
@@ -51,6 +53,20 @@ def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def localhost_certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, self-signed by openssl, valid for a day."""
+    need(shutil.which("openssl") is not None, "openssl (for a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def poll_spec(voters: list[str], **changes: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import email
 import email.policy
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -28,7 +27,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from privpoll.local.embedded import NatsServer, PostgresServer, free_port
-from tests.environment import need
 from tests.integration.conftest import ADMIN, System, poll_spec
 
 pytestmark = pytest.mark.integration
@@ -205,16 +203,12 @@ class TlsMailbox(Mailbox):
 
 
 def test_starttls_and_sign_in_when_the_server_offers_them(
-    tmp_path: Path, nats: NatsServer, postgres: PostgresServer
+    tmp_path: Path,
+    nats: NatsServer,
+    postgres: PostgresServer,
+    localhost_certificate: tuple[Path, Path],
 ) -> None:
-    need(shutil.which("openssl") is not None, "openssl (for a test certificate)")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = localhost_certificate
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
 

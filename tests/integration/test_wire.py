@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,7 +14,6 @@ from privpoll.bus import naming
 from privpoll.bus.puller import Puller
 from privpoll.bus.wire import Connection, Delivery, Refused
 from privpoll.local.embedded import NatsServer
-from tests.environment import need
 from tests.integration.waiting import acks_reached, eventually
 
 T = TypeVar("T")
@@ -69,16 +66,9 @@ def test_a_token_in_the_url_is_presented(tmp_path: Path) -> None:
 
 
 def test_tls_is_used_and_the_certificate_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, localhost_certificate: tuple[Path, Path]
 ) -> None:
-    need(shutil.which("openssl") is not None, "openssl (for a test certificate)")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = localhost_certificate
     server = NatsServer(
         tmp_path / "nats", options=["--tls", "--tlscert", str(cert), "--tlskey", str(key)]
     )
