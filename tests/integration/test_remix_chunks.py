@@ -92,3 +92,9 @@ def test_a_poll_remixed_again_on_demand_has_every_row_rewritten_again(
         assert ballots == 300
         assert all(key.version == 4 for key, _ in second)
         assert not first & {key for key, _ in second}
+        # The re-mix kept the poll's counts with it: results read them, not the rows.
+        kept = conn.execute("SELECT counts FROM polls WHERE uid = %s", (poll,)).fetchone()
+        assert kept == ([0, 0, {"tacos": 300}],)
+        conn.execute("DELETE FROM ballots WHERE poll = %s", (poll,))
+        assert storage.tally(conn, poll) == (0, 0, {"tacos": 300})
+        assert storage.count(conn, poll) == (0, 0, {})

@@ -65,6 +65,24 @@ def test_a_voter_file_creates_a_poll_from_the_cli_and_the_api(
     assert created.status_code == 201, created.text
     assert created.json()["eligibleVoters"] == 500
 
+    # A file saved on Windows (a byte-order mark, CRLF line ends) gives the same ids; a file
+    # that is not UTF-8 is refused in plain words.
+    for name, upload, status in [
+        ("union-windows", b"\xef\xbb\xbfann\r\nbob\r\n\r\n", 201),
+        ("union-latin1", b"ren\xe9e\nbob\n", 400),
+    ]:
+        answer = system.http.post(
+            "/api/v1/polls",
+            headers=system.admin,
+            files={
+                "poll": (None, json.dumps({"name": name, "spec": _without_voters()})),
+                "voters": ("voters.txt", upload, "text/plain"),
+            },
+        )
+        assert answer.status_code == status, answer.text
+    assert sorted(system.invitations("union-windows")) == ["ann", "bob"]
+    assert "must be UTF-8 text" in answer.json()["error"]["message"]
+
     # Voters in both places, or a part missing: 400 with what to send.
     both = {"name": "union-both", "spec": poll_spec(["a"])}
     twice = system.http.post(

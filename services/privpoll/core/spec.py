@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -39,11 +40,12 @@ VoterId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_pr
 
 
 def _unique(values: list[str], what: str) -> list[str]:
-    seen: set[str] = set()
-    for value in values:
-        if value in seen:
+    """``values``, checked for repeats. Sorted references rather than a set: a million voter
+    ids take 8 MB that way, against 32-48 MB for a set's table while it grows."""
+    ordered = sorted(values)
+    for value, after in itertools.pairwise(ordered):
+        if value == after:
             raise ValueError(f"{what} must be unique: {value!r} appears twice")
-        seen.add(value)
     return values
 
 
@@ -248,13 +250,16 @@ class Voters(_Model):
         return self.ids
 
 
-def parse_voter_list(text: str) -> list[str]:
-    """One voter id per line (a ConfigMap or Secret value); blank lines and #comments skipped."""
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.lstrip().startswith("#")
-    ]
+def parse_voter_list(text: str | Iterable[str]) -> list[str]:
+    """One voter id per line (a ConfigMap or Secret value, or the lines of a file as they are
+    read); blank lines and #comments skipped."""
+    lines = text.splitlines() if isinstance(text, str) else text
+    found = []
+    for line in lines:
+        voter = line.strip()
+        if voter and not voter.startswith("#"):
+            found.append(voter)
+    return found
 
 
 class Results(_Model):

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from privpoll.core import randomness
 from privpoll.core.poll import Poll
@@ -220,10 +221,12 @@ def rewrite(
         return work
 
     def mark(cur: psycopg.Cursor[Any]) -> None:
+        # The counts, kept with the poll: every row is rewritten and none can come any more.
+        counts = storage.count(cur.connection, poll)
         cur.execute(
             "UPDATE polls SET remixed = true, purged = false, remixed_at = now(), "
-            "purged_at = NULL WHERE uid = %s",
-            (poll,),
+            "purged_at = NULL, counts = %s WHERE uid = %s",
+            (Jsonb(list(counts)), poll),
         )
 
     def everything(cur: psycopg.Cursor[Any]) -> None:
