@@ -92,10 +92,11 @@ def openapi() -> Response:
 def create_poll() -> tuple[Response, int]:
     _require_admin()
     if request.mimetype == voter_upload.MEDIA_TYPE:
-        body = voter_upload.new_poll_body(request)
+        body, voters = voter_upload.new_poll_body(request)
+        new = polls.parse_new_poll(body, strict=True, voters=voters)
     else:
-        body = _json_body()
-    stored = polls.create_poll(services(), polls.parse_new_poll(body, strict=True))
+        new = polls.parse_new_poll(_json_body(), strict=True)
+    stored = polls.create_poll(services(), new)
     return jsonify(stored.summary()), 201
 
 

@@ -23,8 +23,9 @@ MEDIA_TYPE = "multipart/form-data"
 LIMIT = 128 << 20
 
 
-def new_poll_body(request: Request) -> dict[str, Any]:
-    """The body of a new poll whose voters came as the ``voters`` file."""
+def new_poll_body(request: Request) -> tuple[dict[str, Any], list[str]]:
+    """The body of a new poll whose voters came as the ``voters`` file (its spec without
+    voters), and the ids of that file."""
     request.max_content_length = LIMIT
     try:
         form, files = request.form, request.files
@@ -62,4 +63,4 @@ def new_poll_body(request: Request) -> dict[str, Any]:
         raise ApiError(400, "invalid_upload", "the 'voters' file must be UTF-8 text") from error
     finally:
         lines.detach()
-    return {**body, "spec": {**spec, "voters": {"ids": ids}}}
+    return body, ids
