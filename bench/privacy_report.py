@@ -329,7 +329,7 @@ def run(voters: int, per_second: float, seed: int) -> dict[str, Any]:
                 after, _ = thief.inference(setting.name, dumps[-1:])
                 results = httpx.get(f"{url}/api/v1/polls/{setting.name}/results", timeout=30).json()
                 half, off = error_of(results, counts, voters)
-                rules = spec_model.rules()
+                rules = spec_model
                 p = rules.replacement_probability()
                 odds = 1 + len(CHOICES) * (1 - p) / p if p else math.inf
                 figures["rows"].append(

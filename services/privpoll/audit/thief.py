@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 from privpoll.audit import linkage
-from privpoll.core.spec import PollSpec
+from privpoll.core.spec import PollRules
 from privpoll.db import storage
 
 log = logging.getLogger(__name__)
@@ -316,21 +316,21 @@ class Finding(_Out):
     notes: list[str] = []
 
 
-def inference(name: str, dumps: Sequence[Dump]) -> tuple[linkage.Inference, PollSpec]:
+def inference(name: str, dumps: Sequence[Dump]) -> tuple[linkage.Inference, PollRules]:
     """Run the attack on one poll over a series of dumps (oldest first)."""
     found = next((d.poll(name) for d in reversed(dumps) if d.poll(name)), None)
     if found is None:
         raise LookupError(f"there is no poll named {name!r} in the database or the snapshots")
-    spec = PollSpec.model_validate(found.spec)
+    # The stored spec has no voter list (the voters table); one of an older schema may.
+    rules = PollRules.model_validate({k: v for k, v in found.spec.items() if k != "voters"})
     seen: dict[Tuple, linkage.Row] = {}
     snapshots = [d.snapshot(found.uid, seen) for d in dumps]
-    return linkage.attack(snapshots, linkage.NoiseModel.of(spec.rules())), spec
+    return linkage.attack(snapshots, linkage.NoiseModel.of(rules)), rules
 
 
 def summarize(
-    name: str, result: linkage.Inference, spec: PollSpec, truth: Mapping[str, str] | None = None
+    name: str, result: linkage.Inference, rules: PollRules, truth: Mapping[str, str] | None = None
 ) -> Finding:
-    rules = spec.rules()
     p = rules.replacement_probability()
     m = len(rules.choices)
     bound = None

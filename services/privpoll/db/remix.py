@@ -34,7 +34,7 @@ from privpoll.db import forget, storage
 
 log = logging.getLogger(__name__)
 
-Purge = Literal["vacuumed", "pending", "gc"]
+Purge = Literal["vacuumed", "pending", "gc", "later"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ PURGE_WORDS: dict[Purge, str] = {
     "gc": (
         "CockroachDB drops the old row versions within the vote tables' gc.ttlseconds; the "
         "poll is purged once a read from before the re-mix is refused"
+    ),
+    "later": (
+        "the old row versions go in one purge with the other polls re-mixed at the same time"
     ),
 }
 
@@ -302,15 +305,16 @@ def times(conn: psycopg.Connection[Any], name: str) -> tuple[datetime | None, da
     return (row[0], row[1]) if row else (None, None)
 
 
-def remix(conn: psycopg.Connection[Any], poll: Poll) -> Remixed:
-    """Rewrite a closed, drained poll's rows, then purge the old versions. The caller marks
-    the poll purged once the rest of it (the queue) is gone too (``service.lifecycle``).
+def remix(conn: psycopg.Connection[Any], poll: Poll, *, purge_now: bool = True) -> Remixed:
+    """Rewrite a closed, drained poll's rows, then purge the old versions (unless the caller
+    purges once for many polls: ``purge_now`` False). The caller marks the poll purged once
+    the rest of it (the queue) is gone too (``service.lifecycle``).
 
     The caller has checked ``refusal`` (the drain needs NATS, this needs only the database).
     ``conn`` must be in autocommit mode: VACUUM runs outside any transaction.
     """
     actors, ballots = rewrite(conn, poll.uid)
-    purged = purge(conn)
+    purged: Purge = purge(conn) if purge_now else "later"
     log.info(
         "poll %s remixed (%d votes, %d ballots); old versions %s",
         poll.name,

@@ -166,9 +166,15 @@ def refusal(poll: Poll, drain: Drain) -> NotReady | None:
 
 
 async def remix(
-    js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
+    js: JetStream,
+    conn: psycopg.Connection[Any],
+    poll: Poll,
+    *,
+    replicas: int,
+    purge_now: bool = True,
 ) -> Remixed:
-    """Re-mix a closed poll now, once the sinks drained it; NotReady says why not.
+    """Re-mix a closed poll now, once the sinks drained it; NotReady says why not. Then the
+    purge, unless the caller purges once for many polls (``purge_now`` False: ``purge``).
 
     ``conn`` must be in autocommit mode: the purge's VACUUM runs outside any transaction.
     """
@@ -176,10 +182,20 @@ async def remix(
     refused = refusal(poll, await topology.drain(js, poll.name))
     if refused is not None:
         raise refused
-    done = await asyncio.to_thread(rewriting.remix, conn, poll)
-    if done.purge != "pending":
+    done = await asyncio.to_thread(
+        functools.partial(rewriting.remix, purge_now=purge_now), conn, poll
+    )
+    if done.purge not in ("pending", "later"):
         await finish_purges(js, conn)
     return done
+
+
+async def purge(js: JetStream, conn: psycopg.Connection[Any]) -> bool:
+    """One purge for every poll re-mixed and not yet purged; whether it held."""
+    if await asyncio.to_thread(rewriting.purge, conn) == "pending":
+        return False
+    await finish_purges(js, conn)
+    return True
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -219,11 +235,19 @@ def history(conn: psycopg.Connection[Any], name: str) -> dict[str, str | None]:
 
 
 async def advance(
-    js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
+    js: JetStream,
+    conn: psycopg.Connection[Any],
+    poll: Poll,
+    *,
+    replicas: int,
+    purge_now: bool = True,
 ) -> Progress | None:
     """The after-close step, run again and again: None while the poll is open; then the
     re-mix once the sinks drained it; then the purge of old row versions (from the files
-    and the WAL too) until it holds, and with it the poll's stream and voters bucket."""
+    and the WAL too) until it holds, and with it the poll's stream and voters bucket.
+    ``purge_now`` False: the caller runs ``purge`` once after advancing many polls (a
+    purge rewrites the vote tables whole, so a thousand polls closing together would pay
+    for a thousand)."""
     if poll.phase() is not Phase.CLOSED:
         return None
     remixed, purged = (await asyncio.to_thread(rewriting.progress, conn)).get(
@@ -232,11 +256,12 @@ async def advance(
     message = None
     if not remixed:
         try:
-            message = (await remix(js, conn, poll, replicas=replicas)).describe()
+            done = await remix(js, conn, poll, replicas=replicas, purge_now=purge_now)
+            message = done.describe()
         except NotReady:
             return Progress(remixed=False, purged=False)
-    elif not purged and await asyncio.to_thread(rewriting.purge, conn) != "pending":
-        await finish_purges(js, conn)
+    elif not purged and purge_now:
+        await purge(js, conn)
     remixed, purged = (await asyncio.to_thread(rewriting.progress, conn)).get(
         poll.name, (remixed, False)
     )
@@ -248,8 +273,9 @@ async def finish_purges(js: JetStream, conn: psycopg.Connection[Any]) -> None:
     """Once the database forgot the old row versions (``rewriting.purge``): every re-mixed
     poll whose history no read reaches any more loses its stream and voters bucket, and only
     then is marked purged."""
+    known = {poll.name: poll for poll in await asyncio.to_thread(storage.list_polls, conn)}
     for name, (remixed, purged) in (await asyncio.to_thread(rewriting.progress, conn)).items():
-        poll = await asyncio.to_thread(storage.get_poll, conn, name) if remixed else None
+        poll = known.get(name) if remixed else None
         if poll is None or purged:
             continue
         if not await asyncio.to_thread(rewriting.history_gone, conn, poll.uid):

@@ -56,12 +56,18 @@ class Watcher:
         conn = self._connection()
         polls = await asyncio.to_thread(storage.list_polls, conn)
         states = await asyncio.to_thread(remix.progress, conn)
+        waiting = False
         for poll in polls:
             if states.get(poll.name, (False, False))[1]:
                 continue  # purged: nothing left to do
-            done = await lifecycle.advance(js, conn, poll, replicas=self.replicas)
+            done = await lifecycle.advance(js, conn, poll, replicas=self.replicas, purge_now=False)
             if done is not None and done.message:
                 log.info("%s", done.message)
+            waiting = waiting or (done is not None and done.remixed and not done.purged)
+        # One purge for every poll re-mixed this round or waiting from an earlier one: it
+        # rewrites the vote tables whole, whatever the number of polls.
+        if waiting:
+            await lifecycle.purge(js, conn)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
