@@ -66,6 +66,13 @@ def targets(found: dict[str, Any]) -> list[Target]:
     hundred = _get(found, "scale", "polls", 2, "accepted_per_s")
     thousand = _get(found, "scale", "polls", 3, "accepted_per_s")
     nats_kb = _get(found, "scale", "polls", 3, "nats_kb_per_open_poll")
+    before = _get(found, "scale", "polls", 3, "nats_before") or {}
+    after = _get(found, "scale", "polls", 3, "nats_after_purge") or {}
+    streams_left = (
+        max(after["streams"] - before["streams"], 0) if "streams" in after and before else None
+    )
+    store_ratio = _ratio(after.get("store_bytes"), before.get("store_bytes"))
+    rss_ratio = _ratio(after.get("rss_kb"), before.get("rss_kb"))
     stop = _get(found, "scale", "stop_seconds")
     p99 = _get(found, "privpoll_at_80pct", "p99_ms")
     p99_half = _get(found, "privpoll_at_50pct", "p99_ms")
@@ -83,14 +90,18 @@ def targets(found: dict[str, Any]) -> list[Target]:
         return Target(goal, measured, f"<= {wanted:g}", met)
 
     return [
-        at_least("privpoll votes/s / ceiling requests/s", _ratio(ours, ceiling), 0.7),
-        at_least("privpoll votes/s / naive votes/s", _ratio(ours, naive), 2),
+        # Floors since issue 27 (the targets were 0.7 and 2): below either is a regression.
+        at_least("privpoll votes/s / ceiling requests/s (floor)", _ratio(ours, ceiling), 0.5),
+        at_least("privpoll votes/s / naive votes/s (floor)", _ratio(ours, naive), 1.1),
         at_least("ballot rows/s per sink", sink, 20_000),
         at_least("ballot rows/s per sink / raw COPY rows/s", _ratio(sink, copy), 0.3),
         at_least("votes/s with 100 polls / with 1 poll", _ratio(hundred, one), 0.8),
         at_least("votes/s with 1,000 polls / with 1 poll", _ratio(thousand, one), 0.7),
         at_most("nats-server KB per open poll (1,000)", nats_kb, 100),
         at_most("privpoll up stop with 1,111 polls (s)", stop, 5),
+        at_most("per-poll streams left after the purge of 1,000", streams_left, 0),
+        at_most("nats-server store after the purge / before (1,000)", store_ratio, 1.1),
+        at_most("nats-server memory after the purge / before (1,000)", rss_ratio, 1.1),
         at_most("p99 at 50% load (ms)", p99_half and round(p99_half, 1), 30),
         at_most("p99 at 80% load (ms)", p99 and round(p99, 1), 25),
         at_most("ingest worker peak RSS (MB)", worker, 120),
@@ -569,7 +580,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     )  # fmt: skip
     ceiling = _get(found, "ceiling", "requests_per_s")
     naive = _get(found, "naive", "accepted_per_s")
-    line(web, ceiling and 0.7 * ceiling, "target 0.7 x ceiling")
+    line(web, ceiling and 0.5 * ceiling, "floor 0.5 x ceiling")
     line(web, naive and 2 * naive, "target 2 x naive")
 
     keys = [("50%", "privpoll_at_50pct"), ("80%", "privpoll_at_80pct"), ("saturated", "privpoll")]

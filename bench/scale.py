@@ -6,6 +6,8 @@ each role is one more ``privpoll sink ROLE --poll NAME`` process beside privpoll
 in the same environment; both pull from the same durable consumer, as two replicas of a
 sink Deployment would.
 
+nats-server's resident memory, streams and store are read before the section's first poll
+and once the 1,000 polls are closed and purged: no per-poll state may be left.
 nats-server's resident memory is read before a run's polls are created and once they all
 are (a few seconds later, so that their creation's garbage is collected): the difference over
 the number of polls is what one open poll costs it, its stream, both consumers and its
@@ -14,6 +16,7 @@ voters bucket. The polls of the runs before are closed and drained by then.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +39,27 @@ def nats_rss_kb(system: Privpoll) -> float:
     return float(psutil.Process(nats.process.pid).memory_info().rss) / 1024
 
 
+def nats_state(system: Privpoll) -> dict[str, float]:
+    """nats-server's resident memory (KB), its streams and the bytes its store holds."""
+    nats, _ = system.servers
+
+    async def account() -> tuple[int, int]:
+        nc = await naming.connect(nats.url, "bench")
+        try:
+            info = await nc.jetstream().account_info()
+            return int(info.streams), int(info.storage)
+        finally:
+            await nc.close()
+
+    streams, stored = asyncio.run(account())
+    return {"rss_kb": round(nats_rss_kb(system), 1), "streams": streams, "store_bytes": stored}
+
+
 def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str, Any]:
     runs = []
+    # What nats-server holds before the first poll of the section, to compare with what it
+    # holds once the 1,000 polls are closed, re-mixed and purged.
+    empty = nats_state(system)
     for count in POLLS:
         names = [f"scale{count}-{i:04d}" for i in range(count)]
         before = nats_rss_kb(system)
@@ -50,6 +72,12 @@ def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str
         run = voting.vote(system, names, tokens, work, seconds)
         run["nats_kb_per_open_poll"] = round(per_poll, 1)
         run["create_seconds"] = round(create_seconds, 1)
+        if count == POLLS[-1]:
+            # The purge deletes each poll's stream and voters bucket (the registry entries
+            # stay); Go gives freed memory back to the system within minutes, not at once.
+            run["nats_before"] = empty
+            run["nats_after_purge"] = nats_state(system)
+            print(f"  nats-server before: {empty}; after the purge: {run['nats_after_purge']}")
         runs.append(run)
 
     name = "two-sinks"
