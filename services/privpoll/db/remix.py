@@ -139,37 +139,12 @@ def _target(cur: psycopg.Cursor[Any], poll: uuid.UUID) -> Version:
     return randomness.REMIXED_VERSION if left else 4
 
 
-def _rewrite_chunk(
-    cur: psycopg.Cursor[Any],
-    table: Table,
-    poll: uuid.UUID,
-    low: uuid.UUID,
-    high: uuid.UUID,
-    target: Version = randomness.REMIXED_VERSION,
-) -> int:
-    """Replace the not yet rewritten rows of one id range by fresh, shuffled copies."""
-    key, value = _COLUMNS[table]
-    delete = (
-        f"DELETE FROM {table} WHERE poll = %s AND {key} >= %s AND {key} <= %s "  # noqa: S608
-        f"AND {_VERSION.format(key=key)} <> '{target}' RETURNING {value}"
-    )
-    cur.execute(delete.encode(), (poll, low, high))
-    new_id = _NEW_ID[target]
-    fresh: list[storage.Row] = [(new_id(), str(row[0])) for row in cur]
-    # RETURNING follows the old physical order, i.e. the order of arrival: shuffle.
-    randomness.shuffle(fresh)
-    if fresh:
-        with cur.copy(f"COPY {table} (poll, {key}, {value}) FROM STDIN".encode()) as out:
-            out.write(storage.copy_text(poll, fresh))
-    return len(fresh)
-
-
-# The same on PostgreSQL in one statement, the rows never leaving the server: the old rows of
+# On PostgreSQL a chunk is one statement, its rows never leaving the server: the old rows of
 # the range deleted, copies with fresh ids inserted in the order of those ids. The ids come from
 # gen_random_uuid(), PostgreSQL's CSPRNG (pg_strong_random: OpenSSL's), with the version digit
 # set; ordered by them, the copies are in a uniformly random order, independent of the old one.
 # (CockroachDB refuses a statement that modifies one table twice: there the rows go through
-# Python, ``_rewrite_chunk``.)
+# the re-mixer, which draws their ids from the OS CSPRNG and shuffles them.)
 _REWRITE_ON_SERVER = """
 WITH old AS (
     DELETE FROM {table} WHERE poll = %(poll)s AND {key} >= %(low)s AND {key} <= %(high)s
@@ -184,23 +159,40 @@ SELECT %(poll)s, fresh, {value} FROM (
 """
 
 
-def _rewrite_chunk_on_server(
+def _rewrite_chunk(
     cur: psycopg.Cursor[Any],
     table: Table,
     poll: uuid.UUID,
     low: uuid.UUID,
     high: uuid.UUID,
     target: Version = randomness.REMIXED_VERSION,
+    *,
+    on_server: bool = False,
 ) -> int:
+    """Replace the not yet rewritten rows of one id range by fresh, shuffled copies: in one
+    statement on the server (PostgreSQL), or through this process (CockroachDB)."""
     key, value = _COLUMNS[table]
-    statement = _REWRITE_ON_SERVER.format(
-        table=table, key=key, value=value, version=_VERSION.format(key=key)
+    if on_server:
+        statement = _REWRITE_ON_SERVER.format(
+            table=table, key=key, value=value, version=_VERSION.format(key=key)
+        )
+        cur.execute(
+            statement.encode(), {"poll": poll, "low": low, "high": high, "target": str(target)}
+        )
+        return max(cur.rowcount, 0)
+    delete = (
+        f"DELETE FROM {table} WHERE poll = %s AND {key} >= %s AND {key} <= %s "  # noqa: S608
+        f"AND {_VERSION.format(key=key)} <> '{target}' RETURNING {value}"
     )
-    cur.execute(
-        statement.encode(),
-        {"poll": poll, "low": low, "high": high, "target": str(target)},
-    )
-    return max(cur.rowcount, 0)
+    cur.execute(delete.encode(), (poll, low, high))
+    new_id = _NEW_ID[target]
+    fresh: list[storage.Row] = [(new_id(), str(row[0])) for row in cur]
+    # RETURNING follows the old physical order, i.e. the order of arrival: shuffle.
+    randomness.shuffle(fresh)
+    if fresh:
+        with cur.copy(f"COPY {table} (poll, {key}, {value}) FROM STDIN".encode()) as out:
+            out.write(storage.copy_text(poll, fresh))
+    return len(fresh)
 
 
 def rewrite(
@@ -238,7 +230,7 @@ def rewrite(
         for table in _COLUMNS:
             chunks = _chunks_for(_rows_not_of(cur, table, poll, target), chunk_rows)
             for low, high in id_ranges(chunks):
-                done[table] += _rewrite_chunk_on_server(cur, table, poll, low, high, target)
+                done[table] += _rewrite_chunk(cur, table, poll, low, high, target, on_server=True)
         mark(cur)
 
     if not storage.is_cockroach(conn):
