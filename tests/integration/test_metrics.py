@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -94,10 +95,23 @@ def test_counters_sum_the_workers_and_never_go_back(system: System) -> None:
     assert answered == sum(statuses.values())
 
 
+def _two_free_ports() -> int:
+    """A free port whose next one is free too: the actors sink takes the first, the ballots
+    sink the second (privpoll up's rule for one PRIVPOLL_SINK_METRICS_ADDR)."""
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
 def test_the_sinks_count_their_batches_and_lag_on_their_own_port(
     tmp_path: Path, nats: NatsServer, postgres: PostgresServer
 ) -> None:
-    port = free_port()
+    port = _two_free_ports()
     system = System(
         tmp_path / "system",
         nats,
@@ -116,12 +130,16 @@ def test_the_sinks_count_their_batches_and_lag_on_their_own_port(
         for offset, role in enumerate(("actors", "ballots")):
             deadline = time.monotonic() + 120
             while True:
-                text = httpx.get(f"http://127.0.0.1:{port + offset}/metrics", timeout=10).text
-                samples = {
-                    (s.name, s.labels.get("role")): s.value
-                    for family in text_string_to_metric_families(text)
-                    for s in family.samples
-                }
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{port + offset}/metrics", timeout=10).text
+                except httpx.ConnectError as error:  # a sink (re)starting: not listening yet
+                    text, samples = str(error), {}
+                else:
+                    samples = {
+                        (s.name, s.labels.get("role")): s.value
+                        for family in text_string_to_metric_families(text)
+                        for s in family.samples
+                    }
                 if samples.get(("privpoll_sink_batch_envelopes_sum", role)) == len(voters):
                     break
                 assert time.monotonic() < deadline, f"{role}: {text}\n{system.output()}"
