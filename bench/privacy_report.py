@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench import baselines
-from privpoll.audit import linkage, thief
+from privpoll.audit import files, linkage, thief
 from privpoll.audit.linkage import NoiseModel
 from privpoll.core import noise
 from privpoll.core.spec import PollRules
@@ -163,23 +162,6 @@ def running(root: Path) -> Iterator[tuple[str, str]]:
     finally:
         up.send_signal(signal.SIGINT)
         up.wait(60)
-
-
-def copy_folder(source: Path, target: Path) -> Path:
-    """What a thief copies from a running machine: files vanish while it copies."""
-
-    def tolerant(src: str, dst: str) -> None:
-        with contextlib.suppress(OSError):
-            shutil.copy2(src, dst)
-
-    shutil.copytree(
-        source,
-        target,
-        copy_function=tolerant,
-        ignore=shutil.ignore_patterns(".s.PGSQL.*"),
-        ignore_dangling_symlinks=True,
-    )
-    return target
 
 
 def steal_files(folder: Path) -> dict[str, Any]:
@@ -309,7 +291,7 @@ def run(voters: int, per_second: float, seed: int) -> dict[str, Any]:
                 thread.start()
             # A thief copies the whole data folder halfway through the voting.
             time.sleep(voters / per_second / 2)
-            copied_during = copy_folder(root / "data", root / "stolen-during")
+            copied_during = files.copy_running(root / "data", root / "stolen-during")
             for thread in threads:
                 thread.join()
             for setting in SETTINGS:
@@ -317,7 +299,7 @@ def run(voters: int, per_second: float, seed: int) -> dict[str, Any]:
                     f"{url}/api/v1/polls/{setting.name}/close", headers=admin, timeout=30
                 ).raise_for_status()
             wait_purged(dsn, [s.name for s in SETTINGS])
-            copied_after = copy_folder(root / "data", root / "stolen-after")
+            copied_after = files.copy_running(root / "data", root / "stolen-after")
             time.sleep(1)  # the recorders see the rewrite too
             for process in recorders:
                 process.send_signal(signal.SIGINT)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,23 +22,6 @@ from privpoll.db import forget, migrations, storage
 from privpoll.local.embedded import PostgresServer, free_port
 from tests.integration.conftest import fresh_database, poll_spec
 from tests.integration.test_local_runtime import start, stop
-
-
-def copy_folder(source: Path, target: Path) -> Path:
-    """What a thief copies from a running machine: files vanish and grow while it copies."""
-
-    def tolerant(src: str, dst: str) -> None:
-        with contextlib.suppress(OSError):  # gone meanwhile, or a socket
-            shutil.copy2(src, dst)
-
-    shutil.copytree(
-        source,
-        target,
-        copy_function=tolerant,
-        ignore=shutil.ignore_patterns(".s.PGSQL.*"),
-        ignore_dangling_symlinks=True,
-    )
-    return target
 
 
 def audit_files(folder: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -91,7 +73,7 @@ def test_a_copy_of_the_data_folder_during_voting_and_after_the_purge(tmp_path: P
         while http.get("/api/v1/polls/stolen").json()["turnout"]["votes"] < 20:
             assert time.monotonic() < deadline + 60
             time.sleep(0.2)
-        during = copy_folder(tmp_path / "data", tmp_path / "during")
+        during = files.copy_running(tmp_path / "data", tmp_path / "during")
         before = http.get("/api/v1/polls/stolen").json()
         assert (before["remixedAt"], before["purgedAt"]) == (None, None)
 
@@ -102,7 +84,7 @@ def test_a_copy_of_the_data_folder_during_voting_and_after_the_purge(tmp_path: P
             time.sleep(0.5)
         assert state["remixedAt"] is not None
         assert state["remixedAt"] <= state["purgedAt"]
-        after = copy_folder(tmp_path / "data", tmp_path / "after")
+        after = files.copy_running(tmp_path / "data", tmp_path / "after")
         # The stream and bucket are gone; a vote still reads "closed".
         late = {"voter": voters[-1], "token": tokens[voters[-1]], "choice": "pizza"}
         assert http.post("/api/v1/polls/stolen/votes", json=late).status_code == 410

@@ -161,7 +161,7 @@ def pending_now(value: bytes | None) -> bool:
     return value == b"pending"
 
 
-def just_now() -> bytes:
+def pending_mark() -> bytes:
     return b"pending"
 
 
@@ -235,7 +235,7 @@ def test_pending_just_now_the_retry_waits_then_asks_for_patience(box: BallotBox)
     """Another attempt may still be publishing: neither refused (it may fail) nor let in
     (it may succeed); after the publish timeout, 503 with Retry-After."""
     poll = make_poll(box, "busy")
-    mark = just_now()
+    mark = pending_mark()
     put(box, poll, "alice", mark)
     started = time.monotonic()
     with pytest.raises(QueueDown):
@@ -267,7 +267,7 @@ def during_a_wait(box: BallotBox, poll: Poll, change: Awaitable[object]) -> Base
 def test_pending_then_released_the_waiting_retry_gets_in(box: BallotBox) -> None:
     """The other attempt failed and freed the voter: the waiting one reserves and publishes."""
     poll = make_poll(box, "released")
-    put(box, poll, "alice", just_now())
+    put(box, poll, "alice", pending_mark())
 
     async def release() -> None:
         await (await bucket(box, poll)).delete(key(poll, "alice"))
@@ -280,7 +280,7 @@ def test_pending_then_released_the_waiting_retry_gets_in(box: BallotBox) -> None
 def test_pending_then_queued_the_waiting_retry_is_refused(box: BallotBox) -> None:
     """The other attempt succeeded: the waiting one is told the vote is in (409)."""
     poll = make_poll(box, "succeeded")
-    put(box, poll, "alice", just_now())
+    put(box, poll, "alice", pending_mark())
 
     async def queue() -> None:
         await (await bucket(box, poll)).put(key(poll, "alice"), b"queued")
@@ -331,7 +331,7 @@ def test_pending_orphaned_after_its_envelope_got_in_the_retry_stores_nothing(
 
 def test_released_after_a_failed_publish_the_voter_can_vote(box: BallotBox) -> None:
     poll = make_poll(box, "deleted")
-    put(box, poll, "alice", just_now())
+    put(box, poll, "alice", pending_mark())
     run(box, _delete(box, poll, "alice"))
     seen = cast_watched(box, poll, "alice")
     assert seen[0] is None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import struct
 import subprocess
 import uuid
@@ -114,6 +115,24 @@ class Found:
     remnants: dict[uuid.UUID, list[tuple[int, bytes]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+
+
+def copy_running(source: Path, target: Path) -> Path:
+    """What a thief copies from a running machine: files vanish and grow while it copies
+    (a file gone meanwhile, or a socket, is skipped)."""
+
+    def tolerant(src: str, dst: str) -> None:
+        with contextlib.suppress(OSError):
+            shutil.copy2(src, dst)
+
+    shutil.copytree(
+        source,
+        target,
+        copy_function=tolerant,
+        ignore=shutil.ignore_patterns(".s.PGSQL.*"),
+        ignore_dangling_symlinks=True,
+    )
+    return target
 
 
 def cluster_of(folder: Path) -> Path:
