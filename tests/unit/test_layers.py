@@ -62,7 +62,14 @@ def layer(module: str) -> str:
 
 def imports(path: Path) -> Iterator[tuple[str, int]]:
     """Every module this file imports (absolute names), with its line."""
-    tree = ast.parse(path.read_text())
+    source = path.read_text()
+    try:
+        tree = ast.parse(source)
+    except SystemError:
+        # CPython 3.11's "AST constructor recursion depth mismatch" (gh-106905, fixed in later
+        # releases): its depth counter can be left wrong by earlier work in the process, once,
+        # in a full run. The source is fine; a second parse succeeds.
+        tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
