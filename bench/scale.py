@@ -73,8 +73,7 @@ def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str
         run["nats_kb_per_open_poll"] = round(per_poll, 1)
         run["create_seconds"] = round(create_seconds, 1)
         if count == POLLS[-1]:
-            # The purge deletes each poll's stream and voters bucket (the registry entries
-            # stay); Go gives freed memory back to the system within minutes, not at once.
+            # The purge deletes each poll's stream, voters bucket and registry entry.
             run["nats_before"] = empty
             run["nats_after_purge"] = nats_state(system)
             print(f"  nats-server before: {empty}; after the purge: {run['nats_after_purge']}")

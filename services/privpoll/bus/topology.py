@@ -120,7 +120,7 @@ async def provision_queue(js: JetStreamContext, poll: Poll, *, replicas: int = 1
 
 
 async def register(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> None:
-    """The poll's registry entry alone (a purged poll keeps it, so a vote reads "closed")."""
+    """The poll's registry entry alone (a re-mixed poll keeps it until it is purged)."""
     await (await registry_bucket(js, replicas=replicas)).put(poll.name, poll.to_registry())
 
 
@@ -135,11 +135,22 @@ async def remove_votes(js: JetStreamContext, name: str) -> None:
             await remove
 
 
+async def unregister(js: JetStreamContext, name: str) -> None:
+    """Remove the poll's registry entry without a trace: the purge marker that tells every
+    cache the entry is gone (it moves the bucket's last sequence) is itself erased after, so
+    the registry keeps nothing of the poll, not even its name (missing entries are fine)."""
+    with contextlib.suppress(KeyNotFoundError):
+        await (await registry_bucket(js)).purge(name)
+    with contextlib.suppress(NotFoundError):
+        await js.purge_stream(
+            naming.registry_stream(), subject=f"$KV.{naming.REGISTRY_BUCKET}.{name}"
+        )
+
+
 async def remove_queue(js: JetStreamContext, name: str) -> None:
     """Delete the poll's stream, voters bucket and registry entry (missing ones are fine)."""
     await remove_votes(js, name)
-    with contextlib.suppress(KeyNotFoundError):
-        await (await registry_bucket(js)).purge(name)
+    await unregister(js, name)
 
 
 async def envelopes_published(js: JetStreamContext, name: str) -> int:

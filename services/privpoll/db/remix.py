@@ -321,3 +321,9 @@ def progress(conn: psycopg.Connection[Any]) -> dict[str, tuple[bool, bool]]:
     """(remixed, purged) of every poll, by name."""
     rows = conn.execute("SELECT name, remixed, purged FROM polls").fetchall()
     return {str(name): (bool(remixed), bool(purged)) for name, remixed, purged in rows}
+
+
+def progress_of(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool]:
+    """(remixed, purged) of one poll; (False, False) if there is no such poll."""
+    row = conn.execute("SELECT remixed, purged FROM polls WHERE name = %s", (name,)).fetchone()
+    return (bool(row[0]), bool(row[1])) if row else (False, False)

@@ -105,15 +105,23 @@ async def provision(
 async def reprovision(
     js: JetStream, conn: psycopg.Connection[Any], poll: Poll, *, replicas: int
 ) -> None:
-    """The poll's queue as it should be: all of it, or once the poll is re-mixed the registry
+    """The poll's queue as it should be: all of it; once the poll is re-mixed its registry
     entry alone (the stream is drained for good, and the purge deletes it and the voters
-    bucket; a vote reads "closed"). Re-mixed, not purged: so that a close or a reconcile
-    racing the purge does not recreate what the purge deletes."""
-    remixed = (await asyncio.to_thread(rewriting.progress, conn)).get(poll.name, (False, False))[0]
-    if remixed:
+    bucket); once it is purged nothing (a vote finds no entry, asks the database and reads
+    "closed"). Re-mixed, not purged: so that a close or a reconcile racing the purge does not
+    recreate what the purge deletes."""
+    remixed, purged = await _progress(conn, poll.name)
+    if purged:
+        await topology.unregister(js, poll.name)
+    elif remixed:
         await topology.register(js, poll, replicas=replicas)
     else:
         await topology.provision_queue(js, poll, replicas=replicas)
+
+
+async def _progress(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool]:
+    """Whether the poll is re-mixed, and purged."""
+    return await asyncio.to_thread(rewriting.progress_of, conn, name)
 
 
 async def close(
@@ -123,8 +131,10 @@ async def close(
     closed = await asyncio.to_thread(storage.close_poll, conn, name)
     if closed is not None:
         # The registry first: a vote that finds the stream gone looks the poll up there, and
-        # must then read "closed" (410), not an open poll without a stream (503).
-        await topology.register(js, closed, replicas=replicas)
+        # must then read "closed" (410), not an open poll without a stream (503). A purged
+        # poll has no entry any more, and gets none back.
+        if not (await _progress(conn, name))[1]:
+            await topology.register(js, closed, replicas=replicas)
         await reprovision(js, conn, closed, replicas=replicas)
     return closed
 
@@ -271,8 +281,8 @@ async def advance(
 
 async def finish_purges(js: JetStream, conn: psycopg.Connection[Any]) -> None:
     """Once the database forgot the old row versions (``rewriting.purge``): every re-mixed
-    poll whose history no read reaches any more loses its stream and voters bucket, and only
-    then is marked purged."""
+    poll whose history no read reaches any more loses its stream, voters bucket and registry
+    entry (NATS keeps nothing of it), and only then is marked purged."""
     known = {poll.name: poll for poll in await asyncio.to_thread(storage.list_polls, conn)}
     for name, (remixed, purged) in (await asyncio.to_thread(rewriting.progress, conn)).items():
         poll = known.get(name) if remixed else None
@@ -280,7 +290,7 @@ async def finish_purges(js: JetStream, conn: psycopg.Connection[Any]) -> None:
             continue
         if not await asyncio.to_thread(rewriting.history_gone, conn, poll.uid):
             continue
-        await topology.remove_votes(js, name)
+        await topology.remove_queue(js, name)
         await asyncio.to_thread(rewriting.mark_purged, conn, poll.uid)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import psycopg
 from pydantic import ValidationError
 
 from privpoll import cluster
@@ -27,7 +28,13 @@ from privpoll.core.spec import NAME_PATTERN, NewPoll, describe, problems
 from privpoll.db import storage
 from privpoll.db.remix import Remixed
 from privpoll.service import lifecycle
-from privpoll.service.errors import RETRY_AFTER, ApiError, queue_down, unavailable
+from privpoll.service.errors import (
+    RETRY_AFTER,
+    ApiError,
+    database_down,
+    queue_down,
+    unavailable,
+)
 from privpoll.service.queued import pending_votes
 from privpoll.service.services import Services
 
@@ -335,10 +342,10 @@ def open_ballot(svc: Services, name: str, voter: str, token: str) -> Poll:
         except QueueDown as error:
             raise queue_down() from error
     if poll is None:
-        raise not_found(name)
+        raise _unregistered(svc, name)
     phase = poll.phase()
     if phase is Phase.CLOSED:
-        raise ApiError(410, "poll_closed", "this poll is closed; votes are no longer taken")
+        raise poll_closed()
     if phase is Phase.PENDING:
         opens = poll.rules.schedule.opens_at
         raise ApiError(409, "poll_not_open", f"this poll opens at {opens:%Y-%m-%d %H:%M %Z}")
@@ -362,6 +369,23 @@ def open_ballot(svc: Services, name: str, voter: str, token: str) -> Poll:
     return poll
 
 
+def poll_closed() -> ApiError:
+    return ApiError(410, "poll_closed", "this poll is closed; votes are no longer taken")
+
+
+def _unregistered(svc: Services, name: str) -> ApiError:
+    """Why a poll the registry does not know takes no vote: there is no such poll, or it was
+    purged (NATS keeps nothing of a purged poll; its row says it is closed)."""
+    try:
+        with svc.pool.connection() as conn:
+            stored = storage.get_poll(conn, name)
+    except psycopg.OperationalError as error:
+        raise database_down() from error
+    if stored is not None and stored.phase() is Phase.CLOSED:
+        return poll_closed()
+    return not_found(name)
+
+
 def has_voted(svc: Services, poll: Poll, voter: str) -> bool:
     """Whether this voter's vote was accepted already (``prevent`` mode; else False)."""
     try:
@@ -383,9 +407,7 @@ def cast(svc: Services, poll: Poll, voter: str, choice: str) -> None:
     except AlreadyVoted as error:
         raise ApiError(409, "already_voted", "this invitation has been used to vote") from error
     except PollClosed as error:
-        raise ApiError(410, "poll_closed", "this poll is closed; votes are no longer taken") from (
-            error
-        )
+        raise poll_closed() from error
     except QueueDown as error:
         raise queue_down() from error
     svc.metrics.count("privpoll_votes_accepted_total")
