@@ -7,7 +7,9 @@ in the same environment; both pull from the same durable consumer, as two replic
 sink Deployment would.
 
 nats-server's resident memory, streams and store are read before the section's first poll
-and once the 1,000 polls are closed and purged: no per-poll state may be left.
+and once the 1,000 polls are closed and purged: no per-poll state may be left. Its memory is
+read again until it is back within 10% of the first reading (for at most ten minutes): the Go
+runtime gives freed pages back minutes after the purge, not at once.
 nats-server's resident memory is read before a run's polls are created and once they all
 are (a few seconds later, so that their creation's garbage is collected): the difference over
 the number of polls is what one open poll costs it, its stream, both consumers and its
@@ -31,6 +33,11 @@ POLLS = (1, 10, 100, 1000)
 KEPT = ("accepted_per_s", "persisted_per_s", "drain_seconds", "p50_ms", "p99_ms", "lost")
 # How long nats-server gets after the last poll's creation before its memory is read.
 SETTLE_SECONDS = 5
+# How long nats-server gets, after the purge of the 1,000 polls, to give their memory back:
+# the Go runtime keeps freed pages until a collection lowers its goal (forced every two
+# minutes when nothing allocates) and then returns them a little at a time.
+RETURN_SECONDS = 600
+RETURN_EVERY = 10
 
 
 def nats_rss_kb(system: Privpoll) -> float:
@@ -55,6 +62,18 @@ def nats_state(system: Privpoll) -> dict[str, float]:
     return {"rss_kb": round(nats_rss_kb(system), 1), "streams": streams, "store_bytes": stored}
 
 
+def memory_returned(system: Privpoll, empty_kb: float) -> dict[str, float]:
+    """nats-server's resident memory (KB) once it is back within 10% of ``empty_kb``, or after
+    ``RETURN_SECONDS``, and how many seconds after the purge that was."""
+    began = time.monotonic()
+    while True:
+        rss = nats_rss_kb(system)
+        waited = time.monotonic() - began
+        if rss <= 1.1 * empty_kb or waited >= RETURN_SECONDS:
+            return {"rss_kb": round(rss, 1), "seconds": round(waited)}
+        time.sleep(RETURN_EVERY)
+
+
 def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str, Any]:
     runs = []
     # What nats-server holds before the first poll of the section, to compare with what it
@@ -77,6 +96,8 @@ def measure(system: Privpoll, work: Path, seconds: int, voters: int) -> dict[str
             run["nats_before"] = empty
             run["nats_after_purge"] = nats_state(system)
             print(f"  nats-server before: {empty}; after the purge: {run['nats_after_purge']}")
+            run["nats_returned"] = memory_returned(system, empty["rss_kb"])
+            print(f"  nats-server's memory after the purge: {run['nats_returned']}", flush=True)
         runs.append(run)
 
     name = "two-sinks"
