@@ -8,7 +8,7 @@ sink Deployment would.
 
 nats-server's resident memory, streams and store are read before the section's first poll
 and once the 1,000 polls are closed and purged: no per-poll state may be left. Its memory is
-read again until it is back within 10% of the first reading (for at most ten minutes): the Go
+read again until it is back within 10% of the first reading (for at most five minutes): the Go
 runtime gives freed pages back minutes after the purge, not at once.
 nats-server's resident memory is read before a run's polls are created and once they all
 are (a few seconds later, so that their creation's garbage is collected): the difference over
@@ -36,7 +36,7 @@ SETTLE_SECONDS = 5
 # How long nats-server gets, after the purge of the 1,000 polls, to give their memory back:
 # the Go runtime keeps freed pages until a collection lowers its goal (forced every two
 # minutes when nothing allocates) and then returns them a little at a time.
-RETURN_SECONDS = 600
+RETURN_SECONDS = 300
 RETURN_EVERY = 10
 
 

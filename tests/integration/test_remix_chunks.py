@@ -11,11 +11,15 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 from privpoll.core import randomness
 from privpoll.db import migrations, remix, storage
 from privpoll.local.embedded import PostgresServer
 from tests.integration.conftest import fresh_database
+
+# PostgreSQL's way (one transaction) and CockroachDB's (a transaction per chunk), both here.
+WAYS = pytest.mark.parametrize("per_chunk", [False, True], ids=["one transaction", "per chunk"])
 
 
 def _rows(
@@ -26,8 +30,9 @@ def _rows(
     return [(row[0], row[1]) for row in conn.execute(query.encode(), (poll,)).fetchall()]
 
 
+@WAYS
 def test_a_chunked_remix_rewrites_every_row_once_and_keeps_the_counts(
-    postgres: PostgresServer,
+    postgres: PostgresServer, per_chunk: bool
 ) -> None:
     poll = randomness.new_id()
     other = randomness.new_id()
@@ -42,7 +47,7 @@ def test_a_chunked_remix_rewrites_every_row_once_and_keeps_the_counts(
         storage.write_ballots(conn, other, [(randomness.new_id(), "pizza")])
         before = {t: _rows(conn, poll, t) for t in ("actors", "ballots")}
 
-        actors, ballots = remix.rewrite(conn, poll, chunk_rows=97)
+        actors, ballots = remix.rewrite(conn, poll, chunk_rows=97, per_chunk=per_chunk)
 
         after = {t: _rows(conn, poll, t) for t in ("actors", "ballots")}
         assert (actors, ballots) == (1_500, 3_000)
@@ -56,8 +61,9 @@ def test_a_chunked_remix_rewrites_every_row_once_and_keeps_the_counts(
         assert all(key.version == 4 for key, _ in _rows(conn, other, "ballots"))
 
 
+@WAYS
 def test_a_remix_that_stopped_half_way_goes_on_where_it_stopped(
-    postgres: PostgresServer,
+    postgres: PostgresServer, per_chunk: bool
 ) -> None:
     poll = randomness.new_id()
     with psycopg.connect(fresh_database(postgres, "remix"), autocommit=True) as conn:
@@ -66,16 +72,17 @@ def test_a_remix_that_stopped_half_way_goes_on_where_it_stopped(
         # As a re-mix on CockroachDB leaves it after its first chunk of four.
         low, high = remix.id_ranges(4)[0]
         with conn.transaction(), conn.cursor() as cur:
-            first = remix._rewrite_chunk(cur, "ballots", poll, low, high)
-        _, ballots = remix.rewrite(conn, poll, chunk_rows=50)
+            first = remix._rewrite_chunk(cur, "ballots", poll, low, high, on_server=per_chunk)
+        _, ballots = remix.rewrite(conn, poll, chunk_rows=50, per_chunk=per_chunk)
         assert first + ballots == 400
         rows = _rows(conn, poll, "ballots")
         assert len(rows) == 400
         assert all(key.version == randomness.REMIXED_VERSION for key, _ in rows)
 
 
+@WAYS
 def test_a_poll_remixed_again_on_demand_has_every_row_rewritten_again(
-    postgres: PostgresServer,
+    postgres: PostgresServer, per_chunk: bool
 ) -> None:
     poll = randomness.new_id()
     with psycopg.connect(fresh_database(postgres, "remix"), autocommit=True) as conn:
@@ -85,9 +92,9 @@ def test_a_poll_remixed_again_on_demand_has_every_row_rewritten_again(
             (f"again-{poll}", poll),
         )
         storage.write_ballots(conn, poll, [(randomness.new_id(), "tacos") for _ in range(300)])
-        remix.rewrite(conn, poll, chunk_rows=64)
+        remix.rewrite(conn, poll, chunk_rows=64, per_chunk=per_chunk)
         first = {key for key, _ in _rows(conn, poll, "ballots")}
-        _, ballots = remix.rewrite(conn, poll, chunk_rows=64)
+        _, ballots = remix.rewrite(conn, poll, chunk_rows=64, per_chunk=per_chunk)
         second = _rows(conn, poll, "ballots")
         assert ballots == 300
         assert all(key.version == 4 for key, _ in second)

@@ -82,9 +82,11 @@ TESTS = [
     "tests/unit/test_results.py",
     "tests/unit/test_margin.py",
     "tests/unit/test_remix.py",
+    "tests/unit/test_remix_chunks.py",
     "tests/unit/test_mixing.py",
     "tests/integration/test_storage.py",
     "tests/integration/test_remix.py",
+    "tests/integration/test_remix_chunks.py",
     "tests/integration/test_sink_mixing.py",
     "tests/integration/test_reservation.py",
 ]
@@ -189,7 +191,7 @@ def summarize(globs: list[str]) -> dict[str, object]:
     by_module: dict[str, Counter[str]] = {}
     left: dict[str, dict[str, str]] = {}
     for name, status in sorted(verdicts.items()):
-        module = name.split(".")[1]
+        module = name.split(".")[-2]  # privpoll.PACKAGE.MODULE.FUNCTION__mutmut_N
         if status in ("survived", "no tests", "suspicious"):
             removed, added = change(name)
             if sql_case_only(removed, added):

@@ -6,6 +6,7 @@ import itertools
 import random
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +25,11 @@ def test_the_ranges_tile_the_uuid_space(chunks: int) -> None:
     for j, (low, high) in enumerate(ranges):
         assert chunk_of(low, chunks) == j
         assert chunk_of(high, chunks) == j
+
+
+def test_there_is_at_least_one_chunk() -> None:
+    with pytest.raises(ValueError, match="chunks must be at least 1, not 0"):
+        id_ranges(0)
 
 
 def test_chunk_membership_does_not_depend_on_the_order_of_arrival() -> None:

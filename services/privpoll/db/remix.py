@@ -167,7 +167,7 @@ def _rewrite_chunk(
     high: uuid.UUID,
     target: Version = randomness.REMIXED_VERSION,
     *,
-    on_server: bool = False,
+    on_server: bool,
 ) -> int:
     """Replace the not yet rewritten rows of one id range by fresh, shuffled copies: in one
     statement on the server (PostgreSQL), or through this process (CockroachDB)."""
@@ -196,7 +196,11 @@ def _rewrite_chunk(
 
 
 def rewrite(
-    conn: psycopg.Connection[Any], poll: uuid.UUID, *, chunk_rows: int = CHUNK_ROWS
+    conn: psycopg.Connection[Any],
+    poll: uuid.UUID,
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    per_chunk: bool | None = None,
 ) -> tuple[int, int]:
     """Replace every vote row of the poll by a fresh, shuffled copy, chunk by chunk.
 
@@ -206,12 +210,14 @@ def rewrite(
     it stopped: the rows already rewritten carry ids of version 8 and are left alone. (A poll
     re-mixed again on demand goes back to version 4, and so on: ``_target``.)
     Returns (actor rows, ballot rows). The poll is marked remixed once all are rewritten.
+    ``per_chunk`` (None: as the engine needs) runs CockroachDB's way, a transaction per chunk
+    and the rows through this process, on PostgreSQL too: how the tests check it.
     """
     done: dict[Table, int] = {"actors": 0, "ballots": 0}
 
     def chunk(table: Table, low: uuid.UUID, high: uuid.UUID, target: Version) -> Any:
         def work(cur: psycopg.Cursor[Any]) -> None:
-            done[table] += _rewrite_chunk(cur, table, poll, low, high, target)
+            done[table] += _rewrite_chunk(cur, table, poll, low, high, target, on_server=False)
 
         return work
 
@@ -233,7 +239,9 @@ def rewrite(
                 done[table] += _rewrite_chunk(cur, table, poll, low, high, target, on_server=True)
         mark(cur)
 
-    if not storage.is_cockroach(conn):
+    if per_chunk is None:
+        per_chunk = storage.is_cockroach(conn)
+    if not per_chunk:
         storage.run_transaction(conn, everything)
     else:
         with conn.cursor() as cur:
