@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import uuid
 from typing import Any
@@ -10,12 +12,18 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from privpoll.core import randomness
+from privpoll.core.poll import Poll
+from privpoll.core.spec import PollSpec
 from privpoll.db import migrations, storage
 from privpoll.local.embedded import PostgresServer
 from tests.ordering import disk_order_of
 
 
-def test_serialization_failure_is_retried(postgres: PostgresServer) -> None:
+def test_serialization_failure_is_retried(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="privpoll.db.storage")
     table = sql.Identifier(f"skew_{uuid.uuid4().hex[:8]}")
     with storage.connect(postgres.dsn) as setup:
         setup.execute(sql.SQL("CREATE TABLE {} (id uuid PRIMARY KEY, n int)").format(table))
@@ -47,6 +55,11 @@ def test_serialization_failure_is_retried(postgres: PostgresServer) -> None:
         seen = storage.run_transaction(conn, work)
         total = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()
     assert len(attempts) == 2, "the first attempt hit a serialization failure and was retried"
+    # What an operator reads: the conflict's code, which retry, and the wait before it
+    # (10 ms, give or take half, before the first).
+    said = [r.getMessage() for r in caplog.records if r.name == "privpoll.db.storage"]
+    assert len(said) == 1, said
+    assert re.fullmatch(r"transaction conflict \(40001\), retry 0 in 0\.0(0[5-9]|1[0-5])s", said[0])
     assert seen == 1, "the retry saw the other transaction's row"
     assert total == (2,)
 
@@ -157,3 +170,26 @@ def test_tally_counts_votes_voters_and_ballots_of_one_poll(postgres: PostgresSer
         storage.write_ballots(conn, other, [(uuid.uuid4(), "pizza")])
         assert storage.tally(conn, poll) == (4, 3, {"pizza": 5, "sushi": 2, "tacos": 1})
         assert storage.voted(conn, poll) == {"alice", "bob", "carol"}
+
+
+def test_a_voter_list_is_stored_whole_and_in_order_across_pages(postgres: PostgresServer) -> None:
+    """The organiser's list, written a page of VOTER_PAGE ids at a time (COPY's text format:
+    backslashes and \\N are data), read back whole, by page and one id at a time."""
+    odd = ["back\\slash", "\\N", "ünï-🗳"]
+    ids = odd + [f"voter-{i:05d}" for i in reversed(range(2 * storage.VOTER_PAGE + 5))]
+    spec = PollSpec.model_validate({"title": "t", "choices": ["a", "b"], "voters": {"ids": ids}})
+    name = f"list-{uuid.uuid4().hex[:8]}"
+    poll = Poll(name=name, uid=randomness.new_id(), rules=spec.rules(), eligible=len(ids))
+    with storage.connect(postgres.dsn) as conn:
+        migrations.migrate(conn)
+        stored = storage.insert_poll(conn, poll, spec)
+        assert stored.eligible == len(ids)
+        assert storage.voter_ids(conn, name) == spec.voters.listed
+        assert spec.voters.listed[:3] == odd
+        paged: list[tuple[int, str]] = []
+        while page := storage.voter_page(conn, poll.uid, paged[-1][0] if paged else -1, 7_000):
+            paged.extend(page)
+        assert paged == list(enumerate(spec.voters.listed))
+        assert storage.is_voter(conn, name, "\\N")
+        assert storage.is_voter(conn, name, f"voter-{2 * storage.VOTER_PAGE + 4:05d}")
+        assert not storage.is_voter(conn, name, "nobody")

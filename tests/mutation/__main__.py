@@ -145,7 +145,9 @@ def recheck(globs: list[str]) -> None:
 # A survivor whose only change is the case of SQL outside quoted literals: SQL keywords and
 # unquoted names ignore case, so the statement is the same one (mutmut changes the case of
 # every string it finds).
-SQL = re.compile(r"\b(select|insert|update|delete|vacuum|copy|from|where|returning)\b", re.I)
+SQL = re.compile(
+    r"\b(select|insert|update|delete|vacuum|copy|from|where|returning|conflict)\b", re.I
+)
 QUOTED = re.compile(r"'[^']*'")
 
 
