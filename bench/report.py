@@ -72,6 +72,8 @@ def targets(found: dict[str, Any]) -> list[Target]:
         max(after["streams"] - before["streams"], 0) if "streams" in after and before else None
     )
     store_ratio = _ratio(after.get("store_bytes"), before.get("store_bytes"))
+    if after.get("store_bytes") == 0 and before.get("store_bytes") == 0:
+        store_ratio = 1.0  # nothing stored before, nothing after
     # The memory once given back (runs before 8 December read it right after the purge).
     returned = _get(found, "scale", "polls", 3, "nats_returned") or after
     rss_ratio = _ratio(returned.get("rss_kb"), before.get("rss_kb"))
