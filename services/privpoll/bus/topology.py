@@ -126,7 +126,7 @@ async def register(js: JetStreamContext, poll: Poll, *, replicas: int = 1) -> No
 
 async def remove_votes(js: JetStreamContext, name: str) -> None:
     """Delete the poll's stream and voters bucket, all the queue ever held of its votes
-    (missing ones are fine); its registry entry stays."""
+    (missing ones are fine); ``remove_queue`` removes the registry entry after them."""
     for remove in (
         js.delete_stream(naming.stream(name)),
         js.delete_key_value(naming.voters_bucket(name)),
