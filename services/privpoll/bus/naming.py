@@ -56,6 +56,14 @@ def reservation(poll: str, key: str) -> str:
     return f"$KV.{voters_bucket(poll)}.{key}"
 
 
+async def _connection_trouble(error: Exception) -> None:
+    """What nats-py reports while it reconnects, in one line. Its default logs each failed
+    attempt with a traceback, and formatting a traceback parses source (Python 3.11's caret
+    positions): on CPython 3.11.7 that races any other thread's ``ast.parse`` (gh-106905,
+    "AST constructor recursion depth mismatch", seen in werkzeug's route compiling)."""
+    log.warning("NATS connection: %s (%s)", type(error).__name__, error)
+
+
 async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True) -> Client:
     """A connection that keeps trying to reconnect for as long as the process lives.
 
@@ -65,6 +73,7 @@ async def connect(url: str, name: str, *, buffer_while_reconnecting: bool = True
     return await nats.connect(
         url,
         name=name,
+        error_cb=_connection_trouble,
         pending_size=2 * 1024 * 1024 if buffer_while_reconnecting else 0,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
