@@ -108,11 +108,11 @@ async def reprovision(
     """The poll's queue as it should be: all of it; once the poll is re-mixed its registry
     entry alone (the stream is drained for good, and the purge deletes it and the voters
     bucket); once it is purged nothing (a vote finds no entry, asks the database and reads
-    "closed"). Re-mixed, not purged: so that a close or a reconcile racing the purge does not
-    recreate what the purge deletes."""
+    "closed"), and whatever a close racing the purge put back is removed again. Re-mixed, not
+    purged: so that a close or a reconcile racing the purge does not recreate the stream."""
     remixed, purged = await _progress(conn, poll.name)
     if purged:
-        await topology.unregister(js, poll.name)
+        await topology.remove_queue(js, poll.name)
     elif remixed:
         await topology.register(js, poll, replicas=replicas)
     else:
